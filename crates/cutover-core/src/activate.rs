@@ -1,0 +1,55 @@
+//! Making an existing release current: `switch` and `rollback`.
+
+use crate::error::{Error, Result};
+use crate::history::{self, Event, EventKind};
+use crate::layout::DeployPath;
+use crate::release::ReleaseId;
+use crate::switch::switch_current;
+use crate::Mode;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activation {
+    pub release: ReleaseId,
+    pub previous: Option<ReleaseId>,
+    /// Nothing was done: the release was already current, or this was a dry run.
+    pub unchanged: bool,
+}
+
+/// The release `rollback` goes to by default: the newest one older than current.
+pub fn rollback_target(deploy: &DeployPath) -> Result<ReleaseId> {
+    let current = deploy
+        .current_release()?
+        .ok_or_else(|| Error::NoCurrentRelease(deploy.root().to_path_buf()))?;
+    deploy
+        .releases()?
+        .into_iter()
+        .filter(|id| id < &current)
+        .next_back()
+        .ok_or_else(|| Error::NoEarlierRelease(current.to_string()))
+}
+
+/// Switches to `release` and records it as `kind` (a switch or a rollback).
+pub fn activate(
+    deploy: &DeployPath,
+    release: &ReleaseId,
+    kind: EventKind,
+    mode: Mode<'_>,
+) -> Result<Activation> {
+    deploy.require_release(release)?;
+    let previous = deploy.current_release()?;
+    let unchanged = mode.is_dry_run() || previous.as_ref() == Some(release);
+    if !unchanged {
+        switch_current(deploy, release)?;
+        let mut event = Event::now(kind.clone(), release.clone());
+        event.previous = previous.clone();
+        history::append(&deploy.history_file(), &event)?;
+        if kind == EventKind::RolledBack {
+            crate::capistrano::log_rollback(deploy, release);
+        }
+    }
+    Ok(Activation {
+        release: release.clone(),
+        previous,
+        unchanged,
+    })
+}

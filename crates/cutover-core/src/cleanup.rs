@@ -1,0 +1,87 @@
+//! Removing old releases and what killed deploys left behind.
+
+use std::collections::BTreeSet;
+
+use crate::error::Result;
+use crate::history::{self, Event, EventKind};
+use crate::layout::DeployPath;
+use crate::release::ReleaseId;
+use crate::Mode;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CleanupReport {
+    pub removed: Vec<ReleaseId>,
+    pub kept: Vec<ReleaseId>,
+    /// Staging directories and temporary links of deploys that were killed.
+    pub debris: Vec<String>,
+}
+
+/// Keeps the `keep` newest releases, and always the current one and the one it replaced,
+/// whatever their age (after a rollback the current release may be old).
+pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<CleanupReport> {
+    let dry_run = mode.is_dry_run();
+    let mut report = CleanupReport {
+        debris: remove_debris(deploy, mode)?,
+        ..Default::default()
+    };
+    let releases = deploy.releases()?;
+    let mut protected: BTreeSet<ReleaseId> = BTreeSet::new();
+    if let Some(current) = deploy.current_release()? {
+        let events = history::read(&deploy.history_file())?;
+        let replaced = history::replaced_by(&events, &current).or_else(|| {
+            releases
+                .iter()
+                .filter(|id| *id < &current)
+                .next_back()
+                .cloned()
+        });
+        protected.extend(replaced);
+        protected.insert(current);
+    }
+    let newest: BTreeSet<&ReleaseId> = releases.iter().rev().take(keep).collect();
+    for id in &releases {
+        if newest.contains(id) || protected.contains(id) {
+            report.kept.push(id.clone());
+            continue;
+        }
+        if !dry_run {
+            crate::trash::discard(deploy, &deploy.release(id))?;
+            history::append(
+                &deploy.history_file(),
+                &Event::now(EventKind::Removed, id.clone()),
+            )?;
+        }
+        report.removed.push(id.clone());
+    }
+    Ok(report)
+}
+
+/// Staging directories and temporary links can only belong to a deploy that died: a live
+/// one would hold the lock we hold.
+pub(crate) fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>> {
+    let dry_run = mode.is_dry_run();
+    let mut debris = Vec::new();
+    let Ok(entries) = std::fs::read_dir(deploy.state_dir()) else {
+        return Ok(debris);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with("staging-") {
+            if !dry_run {
+                crate::trash::discard(deploy, &path)?;
+            }
+            debris.push(name);
+        } else if crate::switch::is_temp_link_name(&name) {
+            if !dry_run {
+                let _ = std::fs::remove_file(&path);
+            }
+            debris.push(name);
+        }
+    }
+    if !dry_run {
+        crate::trash::empty(deploy);
+    }
+    debris.sort();
+    Ok(debris)
+}

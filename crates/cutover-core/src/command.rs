@@ -1,0 +1,145 @@
+//! Running the user's build and hook commands.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, IoContext, Result};
+use crate::stage::Observer;
+
+const TAIL_LINES: usize = 20;
+
+/// Runs `script` with `sh -c` in `dir`; on failure returns its status and the last lines
+/// of its output (stdout and stderr interleaved as it wrote them).
+pub fn run(
+    phase: &'static str,
+    script: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    observer: &dyn Observer,
+) -> Result<()> {
+    let (reader, writer) = std::io::pipe().ctx("create a pipe for", dir)?;
+    let writer_err = writer.try_clone().ctx("create a pipe for", dir)?;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    // If cutover is killed, its hook must not go on writing into a staging directory
+    // that the next deploy is about to remove.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
+    drop(command);
+    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    let mut lines = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lines.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                observer.hook_output(&line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        }
+    }
+    let status = child.wait().ctx("wait for a command in", dir)?;
+    if status.success() {
+        return Ok(());
+    }
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_string(),
+    };
+    Err(Error::CommandFailed {
+        phase,
+        command: script.to_string(),
+        status,
+        tail: tail.into(),
+    })
+}
+
+/// Describes the source when it is a git work tree; `None` otherwise or without git.
+pub fn git_source(dir: &Path) -> crate::history::Source {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--verify", "HEAD"]);
+    let mut source = crate::history::Source {
+        path: dir.display().to_string(),
+        ..Default::default()
+    };
+    if let Some(commit) = commit {
+        source.git_branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD");
+        source.git_dirty =
+            git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        source.git_commit = Some(commit);
+    }
+    source
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::Silent;
+
+    #[test]
+    fn failure_reports_status_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3";
+        match run("build", script, dir.path(), &[], &Silent) {
+            Err(Error::CommandFailed { status, tail, .. }) => {
+                assert_eq!(status, "exited with status 3");
+                assert_eq!(tail.len(), TAIL_LINES);
+                assert_eq!(tail.last().map(String::as_str), Some("oops"));
+                assert_eq!(tail.first().map(String::as_str), Some("line 12"));
+            }
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn passes_environment_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        run(
+            "hook",
+            "echo \"$CUTOVER_RELEASE\" > out",
+            dir.path(),
+            &[("CUTOVER_RELEASE", "7")],
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "7\n"
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! One deploy: stage a source directory as a new release, switch to it, clean up.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, IoContext, Result};
+use crate::history::{self, Event, EventKind, Source};
+use crate::layout::DeployPath;
+use crate::release::ReleaseId;
+use crate::stage::{self, Observer, Populate, StageStats};
+use crate::tree::Excludes;
+use crate::Mode;
+
+/// Everything a deploy needs to know, resolved from flags and cutover.toml by the caller.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub source: PathBuf,
+    pub release: Option<ReleaseId>,
+    pub exclude: Vec<String>,
+    pub shared_dirs: Vec<String>,
+    pub shared_files: Vec<String>,
+    pub build: Vec<String>,
+    pub before_switch: Vec<String>,
+    pub keep_releases: usize,
+    /// File written at the release root holding the release id.
+    pub release_file: String,
+}
+
+impl DeployOptions {
+    pub const DEFAULT_KEEP_RELEASES: usize = 5;
+    pub const DEFAULT_RELEASE_FILE: &'static str = "RELEASE";
+
+    pub fn new(source: impl Into<PathBuf>) -> Self {
+        DeployOptions {
+            source: source.into(),
+            release: None,
+            exclude: Vec::new(),
+            shared_dirs: Vec::new(),
+            shared_files: Vec::new(),
+            build: Vec::new(),
+            before_switch: Vec::new(),
+            keep_releases: Self::DEFAULT_KEEP_RELEASES,
+            release_file: Self::DEFAULT_RELEASE_FILE.to_string(),
+        }
+    }
+}
+
+/// What happened, for the human and JSON output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeployReport {
+    pub release: ReleaseId,
+    pub previous: Option<ReleaseId>,
+    pub deploy_path: PathBuf,
+    pub source: Source,
+    pub files: StageStats,
+    pub removed: Vec<ReleaseId>,
+    pub dry_run: bool,
+    pub stage_ms: u64,
+    pub switch_ms: u64,
+}
+
+/// Stages and switches. On any failure before the switch, the staging directory is
+/// removed and `current` is exactly as it was.
+pub fn deploy(
+    deploy: &DeployPath,
+    opts: &DeployOptions,
+    mode: Mode<'_>,
+    observer: &dyn Observer,
+) -> Result<DeployReport> {
+    let source_dir = resolve_source(&opts.source)?;
+    let excludes = excludes_for(deploy, &source_dir, opts)?;
+    let started = Instant::now();
+    let mut source = crate::command::git_source(&source_dir);
+    source.path = source_dir.display().to_string();
+
+    if !mode.is_dry_run() {
+        crate::cleanup::remove_debris(deploy, mode)?;
+    }
+    let previous = deploy
+        .current_release()?
+        .or_else(|| deploy.releases().ok()?.pop());
+    let release = next_release_id(deploy, opts.release.clone())?;
+    let previous_dir = previous.as_ref().map(|id| deploy.release(id));
+    let mut report = DeployReport {
+        release: release.clone(),
+        previous: previous.clone(),
+        deploy_path: deploy.root().to_path_buf(),
+        source,
+        files: StageStats::default(),
+        removed: Vec::new(),
+        dry_run: mode.is_dry_run(),
+        stage_ms: 0,
+        switch_ms: 0,
+    };
+    if mode.is_dry_run() {
+        report.files = stage::populate(
+            &Populate {
+                source: &source_dir,
+                dest: deploy.root(),
+                previous: previous_dir.as_deref(),
+                excludes: &excludes,
+                dry_run: true,
+            },
+            observer,
+        )?
+        .stats;
+        return Ok(report);
+    }
+
+    check_shared(deploy, opts)?;
+    let staging = deploy.staging(&release);
+    std::fs::create_dir(&staging).ctx("create the staging directory", &staging)?;
+    let staged = stage_release(
+        deploy,
+        &staging,
+        &source_dir,
+        previous_dir.as_deref(),
+        &excludes,
+        &release,
+        opts,
+        observer,
+    );
+    let files = match staged {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = crate::trash::discard(deploy, &staging);
+            return Err(e);
+        }
+    };
+    let release_dir = deploy.release(&release);
+    if let Err(e) = std::fs::rename(&staging, &release_dir) {
+        let _ = crate::trash::discard(deploy, &staging);
+        return Err(Error::io("move the staged release to", release_dir, e));
+    }
+    crate::switch::fsync_dir(&deploy.releases_dir())?;
+    let mut staged_event = Event::now(EventKind::Staged, release.clone());
+    staged_event.source = Some(report.source.clone());
+    history::append(&deploy.history_file(), &staged_event)?;
+    report.files = files;
+    report.stage_ms = started.elapsed().as_millis() as u64;
+
+    let switching = Instant::now();
+    crate::activate::activate(deploy, &release, EventKind::Switched, mode)?;
+    crate::capistrano::log_deploy(deploy, &release, &report.source);
+    report.switch_ms = switching.elapsed().as_millis() as u64;
+
+    report.removed = crate::cleanup::cleanup(deploy, opts.keep_releases, mode)?.removed;
+    Ok(report)
+}
+
+/// Fills the staging directory. Without commands to run, unchanged files are linked from
+/// the previous release straight away. With commands, they run on a private copy first and
+/// unchanged files are linked only afterwards: a command that rewrites a file in place
+/// (PHP's file_put_contents truncates and writes the same inode) must never reach an inode
+/// the previous, live release shares.
+#[allow(clippy::too_many_arguments)]
+fn stage_release(
+    deploy: &DeployPath,
+    staging: &Path,
+    source_dir: &Path,
+    previous: Option<&Path>,
+    excludes: &Excludes,
+    release: &ReleaseId,
+    opts: &DeployOptions,
+    observer: &dyn Observer,
+) -> Result<StageStats> {
+    let runs_commands = !opts.build.is_empty() || !opts.before_switch.is_empty();
+    let populate = Populate {
+        source: source_dir,
+        dest: staging,
+        previous: if runs_commands { None } else { previous },
+        excludes,
+        dry_run: false,
+    };
+    let staged = stage::populate(&populate, observer)?;
+    let mut stats = staged.stats;
+
+    let release_path = deploy.release(release);
+    let env = [
+        ("CUTOVER_RELEASE", release.as_str().to_string()),
+        ("CUTOVER_RELEASE_PATH", release_path.display().to_string()),
+        ("CUTOVER_STAGING_PATH", staging.display().to_string()),
+        ("CUTOVER_DEPLOY_PATH", deploy.root().display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for script in &opts.build {
+        crate::command::run("build", script, staging, &env, observer)?;
+    }
+    link_shared(deploy, staging, opts)?;
+    write_release_file(staging, &opts.release_file, release)?;
+    for script in &opts.before_switch {
+        crate::command::run("before_switch", script, staging, &env, observer)?;
+    }
+    if runs_commands {
+        if let Some(previous) = previous {
+            let mut skip = Excludes::default();
+            skip.add_path(PathBuf::from(&opts.release_file));
+            stats = stage::link_unchanged(staging, previous, &skip)?;
+        }
+        // What the commands wrote is unknown: flush the whole file system.
+        stage::flush(staging, None)?;
+    } else {
+        let mut written = staged.copied;
+        written.push(staging.join(&opts.release_file));
+        stage::flush(staging, Some(&written))?;
+    }
+    Ok(stats)
+}
+
+fn resolve_source(source: &Path) -> Result<PathBuf> {
+    let dir = match std::fs::canonicalize(source) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::SourceMissing(source.to_path_buf()))
+        }
+        Err(e) => return Err(Error::io("resolve", source, e)),
+    };
+    if !dir.is_dir() {
+        return Err(Error::SourceNotDirectory(source.to_path_buf()));
+    }
+    Ok(dir)
+}
+
+fn excludes_for(deploy: &DeployPath, source_dir: &Path, opts: &DeployOptions) -> Result<Excludes> {
+    let mut excludes = Excludes::new([".git"]);
+    for pattern in &opts.exclude {
+        excludes.add(pattern);
+    }
+    for shared in opts.shared_dirs.iter().chain(&opts.shared_files) {
+        excludes.add_path(PathBuf::from(shared.trim_matches('/')));
+    }
+    // `cutover deploy . --to ./deploy` must not copy the deploy path into itself.
+    let root = existing_ancestor_canonical(deploy.root());
+    if let Ok(rel) = root.strip_prefix(source_dir) {
+        if rel.as_os_str().is_empty() {
+            return Err(Error::DeployPathInsideSource {
+                deploy_path: deploy.root().to_path_buf(),
+                source_dir: source_dir.to_path_buf(),
+            });
+        }
+        excludes.add_path(rel.to_path_buf());
+    }
+    Ok(excludes)
+}
+
+fn existing_ancestor_canonical(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut probe = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(probe) {
+            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (probe.parent(), probe.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                probe = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+fn next_release_id(deploy: &DeployPath, requested: Option<ReleaseId>) -> Result<ReleaseId> {
+    let taken = |id: &ReleaseId| deploy.release(id).exists() || deploy.staging(id).exists();
+    if let Some(id) = requested {
+        if taken(&id) {
+            return Err(Error::ReleaseExists(id.to_string()));
+        }
+        return Ok(id);
+    }
+    let base = ReleaseId::timestamp(time::OffsetDateTime::now_utc());
+    let newest = deploy.releases()?.pop();
+    let mut id = base.clone();
+    let mut n = 1;
+    // Ids must sort after every existing release, or `rollback` would pick the wrong one.
+    while taken(&id) || newest.as_ref().is_some_and(|newest| &id <= newest) {
+        n += 1;
+        id = base.with_suffix(n);
+        if n > 10_000 {
+            return Err(Error::ReleaseExists(id.to_string()));
+        }
+    }
+    Ok(id)
+}
+
+fn check_shared(deploy: &DeployPath, opts: &DeployOptions) -> Result<()> {
+    for file in &opts.shared_files {
+        let path = deploy.shared_dir().join(file);
+        if !path.exists() {
+            return Err(Error::SharedFileMissing(path));
+        }
+    }
+    for dir in &opts.shared_dirs {
+        let path = deploy.shared_dir().join(dir);
+        std::fs::create_dir_all(&path).ctx("create the shared directory", &path)?;
+    }
+    Ok(())
+}
+
+/// Links `shared/<path>` into the release with a relative link (staging sits at the same
+/// depth as `releases/<id>`, so the same text resolves in both places).
+fn link_shared(deploy: &DeployPath, staging: &Path, opts: &DeployOptions) -> Result<()> {
+    let _ = deploy;
+    for rel in opts.shared_dirs.iter().chain(&opts.shared_files) {
+        let rel = Path::new(rel.trim_matches('/'));
+        let link = staging.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        let up = "../".repeat(rel.components().count() + 1);
+        let target = PathBuf::from(format!("{up}{}", crate::layout::SHARED)).join(rel);
+        std::os::unix::fs::symlink(&target, &link).ctx("link the shared path", &link)?;
+    }
+    Ok(())
+}
+
+/// Replaces, never rewrites: the file the source shipped may be a hard link into the
+/// previous release.
+fn write_release_file(staging: &Path, name: &str, release: &ReleaseId) -> Result<()> {
+    let path = staging.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("replace", path, e)),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).ctx("create", parent)?;
+    }
+    std::fs::write(&path, format!("{release}\n")).ctx("write the release id to", &path)
+}

@@ -1,0 +1,159 @@
+use std::path::PathBuf;
+
+use crate::lock::LockHolder;
+
+/// Whether an error came from what the user asked for (exit 2) or from doing it (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: a missing source, an unsafe release id, an unknown release.
+    Usage,
+    /// The operation failed; the deploy path is as it was.
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source {0} does not exist")]
+    SourceMissing(PathBuf),
+    #[error("source {0} is not a directory")]
+    SourceNotDirectory(PathBuf),
+    #[error("release id `{id}` is not safe: {reason}")]
+    UnsafeReleaseId { id: String, reason: &'static str },
+    #[error("release `{0}` already exists")]
+    ReleaseExists(String),
+    #[error("no release `{id}` in {deploy_path}")]
+    NoSuchRelease {
+        id: String,
+        deploy_path: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("there is no release before `{0}` to roll back to")]
+    NoEarlierRelease(String),
+    #[error("{0} has no current release")]
+    NoCurrentRelease(PathBuf),
+    #[error("symlink {link} points outside the source ({target})")]
+    SymlinkOutside { link: PathBuf, target: PathBuf },
+    #[error("{0} is neither a file, a directory nor a symlink")]
+    UnsupportedFileType(PathBuf),
+    #[error("{0} is a real directory, not a symlink")]
+    CurrentNotSymlink(PathBuf),
+    #[error("shared file {0} does not exist")]
+    SharedFileMissing(PathBuf),
+    #[error("another cutover holds the lock on {path}: {holder}")]
+    LockHeld { path: PathBuf, holder: LockHolder },
+    #[error("gave up waiting for the lock on {path} after {waited_secs:.0} s: {holder}")]
+    LockTimeout {
+        path: PathBuf,
+        holder: LockHolder,
+        waited_secs: f64,
+    },
+    #[error("{phase} command `{command}` {status}{}", tail_text(.tail))]
+    CommandFailed {
+        phase: &'static str,
+        command: String,
+        status: String,
+        tail: Vec<String>,
+    },
+    #[error("the deploy path {deploy_path} is inside the release being staged from {source_dir}")]
+    DeployPathInsideSource {
+        deploy_path: PathBuf,
+        source_dir: PathBuf,
+    },
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("; last lines of its output:");
+    for line in tail {
+        text.push_str("\n    ");
+        text.push_str(line);
+    }
+    text
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::SourceMissing(_)
+            | Error::SourceNotDirectory(_)
+            | Error::UnsafeReleaseId { .. }
+            | Error::ReleaseExists(_)
+            | Error::NoSuchRelease { .. }
+            | Error::NoEarlierRelease(_)
+            | Error::DeployPathInsideSource { .. }
+            | Error::SymlinkOutside { .. }
+            | Error::UnsupportedFileType(_) => ErrorKind::Usage,
+            _ => ErrorKind::Failed,
+        }
+    }
+
+    /// What the user can do about it, when we know.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Io { source, path, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "the user running cutover cannot write there; run as the owner of {} or fix its permissions",
+                    path.display()
+                ),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    "the disk is full; free space (e.g. `cutover cleanup --keep 2`) and deploy again".into()
+                }
+                _ => return None,
+            },
+            Error::SourceMissing(_) => "pass the directory to deploy, e.g. `cutover deploy ./build --to /var/www/app`".into(),
+            Error::UnsafeReleaseId { .. } => {
+                "use letters, digits, `.`, `_` and `-` only, e.g. `--release 2024-05-01.1`".into()
+            }
+            Error::ReleaseExists(_) => "choose another id with --release, or leave it out to use a timestamp".into(),
+            Error::NoSuchRelease { available, .. } if !available.is_empty() => {
+                format!("available releases: {}", available.join(", "))
+            }
+            Error::NoSuchRelease { .. } => "the deploy path has no releases yet; run `cutover deploy` first".into(),
+            Error::SymlinkOutside { .. } => {
+                "make the link relative and inside the app, or list the target in [shared] dirs/files".into()
+            }
+            Error::CurrentNotSymlink(_) => {
+                "move that directory into releases/<id> and deploy again; cutover only replaces a symlink".into()
+            }
+            Error::SharedFileMissing(path) => {
+                format!("create it once on the target (e.g. `touch {}`), then deploy again", path.display())
+            }
+            Error::LockHeld { .. } => {
+                "wait for it to finish, or pass `--wait-lock 60s` to queue behind it".into()
+            }
+            Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
+            Error::DeployPathInsideSource { .. } => "deploy to a path outside the source directory".into(),
+            _ => return None,
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds the path and the operation to io errors, as `fs-err` would, without wrapping every call.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::io(op, path, source))
+    }
+}

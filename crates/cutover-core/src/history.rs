@@ -1,0 +1,122 @@
+//! `.cutover/history.jsonl`: one JSON object per line, appended, never rewritten, so a
+//! crash can at worst leave a torn last line, which readers skip.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+use crate::release::ReleaseId;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Staged,
+    Switched,
+    RolledBack,
+    Removed,
+}
+
+/// Where a release came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_branch: Option<String>,
+    /// The work tree had uncommitted changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub git_dirty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub time: String,
+    pub event: EventKind,
+    pub release: ReleaseId,
+    /// For switches and rollbacks: the release that was current before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ReleaseId>,
+    pub user: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+impl Event {
+    pub fn now(event: EventKind, release: ReleaseId) -> Self {
+        Event {
+            time: crate::identity::now_rfc3339(),
+            event,
+            release,
+            previous: None,
+            user: crate::identity::user(),
+            host: crate::identity::host(),
+            source: None,
+        }
+    }
+}
+
+pub fn append(path: &Path, event: &Event) -> Result<()> {
+    let mut line = serde_json::to_vec(event)
+        .map_err(std::io::Error::other)
+        .ctx("encode an event for", path)?;
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ctx("open", path)?;
+    // One write of the whole line: O_APPEND keeps concurrent lines from interleaving.
+    file.write_all(&line).ctx("append to", path)?;
+    file.sync_data().ctx("fsync", path)
+}
+
+pub fn read(path: &Path) -> Result<Vec<Event>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(crate::error::Error::io("read", path, e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// The release that `release` replaced when it last became current.
+pub fn replaced_by(events: &[Event], release: &ReleaseId) -> Option<ReleaseId> {
+    events
+        .iter()
+        .rev()
+        .find(|e| {
+            matches!(e.event, EventKind::Switched | EventKind::RolledBack) && &e.release == release
+        })
+        .and_then(|e| e.previous.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_and_skips_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let a = ReleaseId::parse("1").unwrap();
+        let b = ReleaseId::parse("2").unwrap();
+        append(&path, &Event::now(EventKind::Staged, b.clone())).unwrap();
+        let mut switched = Event::now(EventKind::Switched, b.clone());
+        switched.previous = Some(a.clone());
+        append(&path, &switched).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"time\":\"20")
+            .unwrap();
+        let events = read(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(replaced_by(&events, &b), Some(a));
+    }
+}

@@ -1,0 +1,259 @@
+//! The on-disk layout of a deploy path, Capistrano-compatible:
+//!
+//! ```text
+//! <root>/current -> releases/<id>   replaced only by rename(2)
+//! <root>/releases/<id>/             complete releases only
+//! <root>/shared/                    linked into every release
+//! <root>/.cutover/                  lock, history, staging-<id>, trash
+//! ```
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::release::ReleaseId;
+
+pub const CURRENT: &str = "current";
+pub const RELEASES: &str = "releases";
+pub const SHARED: &str = "shared";
+pub const STATE: &str = ".cutover";
+
+/// Which tool laid out a deploy path, so `releases` can say what it adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    Cutover,
+    Capistrano,
+    Deployer,
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployPath {
+    root: PathBuf,
+}
+
+/// What `current` points at, as read from the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentLink {
+    pub target: PathBuf,
+    /// The release it names, when the target is `releases/<id>` (relative or absolute).
+    pub release: Option<ReleaseId>,
+}
+
+impl DeployPath {
+    /// A deploy path as given; nothing is created until `ensure_layout`.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .ctx("read the working directory for", &root)?
+                .join(root)
+        };
+        Ok(DeployPath {
+            root: normalize(&root),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn current(&self) -> PathBuf {
+        self.root.join(CURRENT)
+    }
+    pub fn releases_dir(&self) -> PathBuf {
+        self.root.join(RELEASES)
+    }
+    pub fn release(&self, id: &ReleaseId) -> PathBuf {
+        self.releases_dir().join(id.as_str())
+    }
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join(SHARED)
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE)
+    }
+    /// Staging sits at the same depth as `releases/<id>` so relative links into `shared/`
+    /// resolve the same before and after the rename, and hooks see the shared files.
+    pub fn staging(&self, id: &ReleaseId) -> PathBuf {
+        self.state_dir().join(format!("staging-{id}"))
+    }
+    pub fn trash_dir(&self) -> PathBuf {
+        self.state_dir().join("trash")
+    }
+    pub fn history_file(&self) -> PathBuf {
+        self.state_dir().join("history.jsonl")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir().join("lock")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
+    /// Creates the directories a deploy needs; a no-op on an existing deploy path.
+    pub fn ensure_layout(&self) -> Result<()> {
+        for dir in [self.releases_dir(), self.shared_dir(), self.state_dir()] {
+            std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        if self.state_dir().is_dir() {
+            Flavor::Cutover
+        } else if self.root.join(".dep").is_dir() {
+            Flavor::Deployer
+        } else if self.root.join("revisions.log").is_file() || self.root.join("repo").is_dir() {
+            Flavor::Capistrano
+        } else {
+            Flavor::Plain
+        }
+    }
+
+    /// Complete releases, oldest first. Hidden entries and files are not releases.
+    pub fn releases(&self) -> Result<Vec<ReleaseId>> {
+        let dir = self.releases_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.ctx("list", &dir)?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !entry.file_type().ctx("stat", &entry.path())?.is_dir() {
+                continue;
+            }
+            if let Ok(id) = ReleaseId::parse(&name) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn require_release(&self, id: &ReleaseId) -> Result<()> {
+        if self.release(id).is_dir() {
+            return Ok(());
+        }
+        Err(Error::NoSuchRelease {
+            id: id.to_string(),
+            deploy_path: self.root.clone(),
+            available: self.releases()?.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Reads `current`; `None` when there is none yet. Accepts Capistrano's absolute links.
+    pub fn current_link(&self) -> Result<Option<CurrentLink>> {
+        let path = self.current();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("stat", path, e)),
+        };
+        if !meta.file_type().is_symlink() {
+            return Err(Error::CurrentNotSymlink(path));
+        }
+        let target = std::fs::read_link(&path).ctx("read the link", &path)?;
+        let release = self.release_of_target(&target);
+        Ok(Some(CurrentLink { target, release }))
+    }
+
+    pub fn current_release(&self) -> Result<Option<ReleaseId>> {
+        Ok(self.current_link()?.and_then(|link| link.release))
+    }
+
+    fn release_of_target(&self, target: &Path) -> Option<ReleaseId> {
+        let resolved = normalize(&self.root.join(target));
+        let rel = resolved.strip_prefix(self.releases_dir()).ok()?;
+        let mut parts = rel.components();
+        let id = match (parts.next(), parts.next()) {
+            (Some(Component::Normal(id)), None) => id.to_str()?,
+            _ => return None,
+        };
+        ReleaseId::parse(id).ok()
+    }
+
+    /// The link text `current` should hold for a release: relative, so the deploy path
+    /// can be moved or bind-mounted elsewhere and still resolve.
+    pub fn current_target(id: &ReleaseId) -> PathBuf {
+        Path::new(RELEASES).join(id.as_str())
+    }
+}
+
+/// Lexical normalization: removes `.` and folds `..` without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_relative_and_absolute_current_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = DeployPath::new(dir.path()).unwrap();
+        deploy.ensure_layout().unwrap();
+        std::fs::create_dir(deploy.releases_dir().join("20240101000000")).unwrap();
+        let id = ReleaseId::parse("20240101000000").unwrap();
+
+        std::os::unix::fs::symlink("releases/20240101000000", deploy.current()).unwrap();
+        assert_eq!(deploy.current_release().unwrap(), Some(id.clone()));
+
+        std::fs::remove_file(deploy.current()).unwrap();
+        std::os::unix::fs::symlink(deploy.release(&id), deploy.current()).unwrap();
+        assert_eq!(deploy.current_release().unwrap(), Some(id));
+
+        std::fs::remove_file(deploy.current()).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", deploy.current()).unwrap();
+        assert_eq!(deploy.current_release().unwrap(), None);
+    }
+
+    #[test]
+    fn a_current_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = DeployPath::new(dir.path()).unwrap();
+        std::fs::create_dir(deploy.current()).unwrap();
+        assert!(matches!(
+            deploy.current_link(),
+            Err(Error::CurrentNotSymlink(_))
+        ));
+    }
+
+    #[test]
+    fn lists_only_release_directories_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = DeployPath::new(dir.path()).unwrap();
+        deploy.ensure_layout().unwrap();
+        for name in ["10", "9", ".staging", "bad name"] {
+            std::fs::create_dir(deploy.releases_dir().join(name)).unwrap();
+        }
+        std::fs::write(deploy.releases_dir().join("11"), "").unwrap();
+        let ids: Vec<_> = deploy
+            .releases()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["9", "10"]);
+    }
+}

@@ -1,0 +1,199 @@
+//! A parallel walk over a directory tree, the one loop every staging step goes through.
+//!
+//! Directories are visited before their children and children of different directories in
+//! parallel: link(2) and mkdir(2) in one directory serialize on its inode lock, so spreading
+//! the work across directories is what makes two cores worth having.
+
+use std::ffi::OsString;
+use std::fs::FileType;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Paths left out of a release: a pattern without `/` matches that name at any depth
+/// (like `.gitignore`), one with `/` matches that path from the root.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes {
+    names: Vec<OsString>,
+    paths: Vec<PathBuf>,
+}
+
+impl Excludes {
+    pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Self {
+        let mut excludes = Excludes::default();
+        for pattern in patterns {
+            excludes.add(pattern.as_ref());
+        }
+        excludes
+    }
+
+    pub fn add(&mut self, pattern: &str) {
+        let trimmed = pattern.trim_matches('/');
+        if trimmed.is_empty() {
+            return;
+        }
+        if trimmed.contains('/') {
+            self.paths.push(PathBuf::from(trimmed));
+        } else {
+            self.names.push(OsString::from(trimmed));
+        }
+    }
+
+    pub fn add_path(&mut self, rel: PathBuf) {
+        self.paths.push(rel);
+    }
+
+    pub fn matches(&self, rel: &Path) -> bool {
+        rel.file_name()
+            .is_some_and(|name| self.names.iter().any(|n| n == name))
+            || self.paths.iter().any(|p| p == rel)
+    }
+}
+
+/// One entry of the walk, as the callback sees it.
+pub struct Entry<'a> {
+    /// Relative to the walk's root.
+    pub rel: &'a Path,
+    pub path: &'a Path,
+    pub file_type: FileType,
+    pub dir_entry: &'a std::fs::DirEntry,
+}
+
+/// Calls `visit` for every entry below `root` (not `root` itself); a directory is descended
+/// into when `visit` returns `Ok(true)`. Stops at the first error and returns it.
+pub fn walk<F>(root: &Path, excludes: &Excludes, visit: &F) -> Result<()>
+where
+    F: Fn(&Entry<'_>) -> Result<bool> + Sync,
+{
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    rayon::scope(|scope| walk_dir(scope, root, PathBuf::new(), excludes, visit, &failure));
+    match failure.into_inner() {
+        Ok(Some(error)) => Err(error),
+        Ok(None) => Ok(()),
+        Err(poisoned) => poisoned.into_inner().map_or(Ok(()), Err),
+    }
+}
+
+fn walk_dir<'s, F>(
+    scope: &rayon::Scope<'s>,
+    root: &'s Path,
+    rel: PathBuf,
+    excludes: &'s Excludes,
+    visit: &'s F,
+    failure: &'s Mutex<Option<Error>>,
+) where
+    F: Fn(&Entry<'_>) -> Result<bool> + Sync,
+{
+    let fail = |error: Error| {
+        if let Ok(mut slot) = failure.lock() {
+            slot.get_or_insert(error);
+        }
+    };
+    let failed = || failure.lock().map_or(true, |slot| slot.is_some());
+    if failed() {
+        return;
+    }
+    let dir = root.join(&rel);
+    let entries = match std::fs::read_dir(&dir).ctx("list", &dir) {
+        Ok(entries) => entries,
+        Err(e) => return fail(e),
+    };
+    for entry in entries {
+        let entry = match entry.ctx("list", &dir) {
+            Ok(entry) => entry,
+            Err(e) => return fail(e),
+        };
+        let child_rel = rel.join(entry.file_name());
+        if excludes.matches(&child_rel) {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = match entry.file_type().ctx("stat", &path) {
+            Ok(file_type) => file_type,
+            Err(e) => return fail(e),
+        };
+        let seen = Entry {
+            rel: &child_rel,
+            path: &path,
+            file_type,
+            dir_entry: &entry,
+        };
+        match visit(&seen) {
+            Ok(true) if file_type.is_dir() => {
+                scope.spawn(move |scope| walk_dir(scope, root, child_rel, excludes, visit, failure))
+            }
+            Ok(_) => {}
+            Err(e) => return fail(e),
+        }
+        if failed() {
+            return;
+        }
+    }
+}
+
+/// True when a relative link at `rel` with this target resolves inside the tree's root.
+/// Judged on the text of the link, so it holds wherever the tree is moved.
+pub fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = rel.parent().map_or(0, |p| p.components().count()) as isize;
+    for part in target.components() {
+        match part {
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_judged_by_their_text() {
+        let inside = [
+            ("a/link", "b"),
+            ("a/link", "../b"),
+            ("a/b/link", "../../c/./d"),
+            ("link", "x/../y"),
+        ];
+        for (rel, target) in inside {
+            assert!(
+                link_stays_inside(Path::new(rel), Path::new(target)),
+                "{rel} -> {target}"
+            );
+        }
+        let outside = [
+            ("link", "../x"),
+            ("a/link", "../../x"),
+            ("a/link", "/etc/passwd"),
+            ("link", "x/../../y"),
+        ];
+        for (rel, target) in outside {
+            assert!(
+                !link_stays_inside(Path::new(rel), Path::new(target)),
+                "{rel} -> {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn excludes_match_names_anywhere_and_paths_from_the_root() {
+        let ex = Excludes::new([".git", "tests/fixtures/"]);
+        assert!(ex.matches(Path::new(".git")));
+        assert!(ex.matches(Path::new("vendor/pkg/.git")));
+        assert!(ex.matches(Path::new("tests/fixtures")));
+        assert!(!ex.matches(Path::new("src/tests/fixtures")));
+        assert!(!ex.matches(Path::new("git")));
+    }
+}

@@ -1,0 +1,127 @@
+//! Command-line types. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Atomic, zero-downtime deploys for PHP applications.
+///
+/// Each release is staged beside the live one and `current` is switched with a single
+/// rename(2): every request sees the old release or the new one, never a mix.
+#[derive(Debug, Parser)]
+#[command(name = "cutover", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Settings file; without this flag ./cutover.toml is read when it exists.
+    #[arg(long, global = true, value_name = "FILE", env = "CUTOVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (shapes in README.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented cutover.toml for the app in the current directory.
+    Init(InitArgs),
+    /// Stage SOURCE as a new release and switch `current` to it.
+    Deploy(DeployArgs),
+    /// List the releases of a deploy path, marking the current one.
+    Releases(TargetArgs),
+    /// Make an existing release current.
+    Switch(SwitchArgs),
+    /// Go back to the release before current, or to the one named.
+    Rollback(RollbackArgs),
+    /// Remove old releases and what interrupted deploys left behind.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write cutover.toml into.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite an existing cutover.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// The deploy path (holding `current`, `releases/`, `shared/`); default: [deploy] path.
+    #[arg(long, value_name = "PATH", env = "CUTOVER_DEPLOY_PATH")]
+    pub to: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ChangeArgs {
+    /// Print what would be done and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait up to this long for another deploy's lock (e.g. `30s`, `2m`) instead of failing.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_lock: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Directory to deploy; default: [deploy] source, or the directory of cutover.toml.
+    pub source: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Release id instead of the UTC timestamp (letters, digits, `.`, `_`, `-`).
+    #[arg(long, value_name = "ID")]
+    pub release: Option<String>,
+    /// Releases to keep after the switch; default: [deploy] keep_releases, or 5.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The release to make current (see `cutover releases`).
+    pub release: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The release to go back to; default: the newest one older than current.
+    pub release: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Releases to keep; default: [deploy] keep_releases, or 5. Current and the release it
+    /// replaced are always kept.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try `30s` or `2m`)"))
+}

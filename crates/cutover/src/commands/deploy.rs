@@ -1,0 +1,65 @@
+use cutover_core::Mode;
+
+use crate::cli::{DeployArgs, GlobalArgs};
+use crate::error::Result;
+use crate::printer::{human_bytes, Printer};
+use crate::settings;
+
+pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let config = settings::load_config_near(global, args.source.as_deref())?;
+    let deploy = settings::deploy_path(&args.target, &config)?;
+    let opts = settings::deploy_options(args, &config)?;
+    let lock;
+    let mode = if args.change.dry_run {
+        Mode::DryRun
+    } else {
+        lock = settings::lock(&deploy, &args.change)?;
+        Mode::Apply(&lock)
+    };
+    let progress = printer.progress("staging");
+    let report = cutover_core::deploy::deploy(&deploy, &opts, mode, &progress)?;
+    drop(progress);
+
+    let json = serde_json::to_value(&report).unwrap_or_default();
+    printer.result(&json, || {
+        let files = &report.files;
+        let was = report
+            .previous
+            .as_ref()
+            .map_or(String::new(), |p| format!(" (was {p})"));
+        let mut text = if report.dry_run {
+            format!(
+                "Would deploy {} as release {} to {}{was}\n  {} files: {} unchanged would be linked, {} copied ({})\n",
+                report.source.path,
+                report.release,
+                report.deploy_path.display(),
+                files.files,
+                files.linked,
+                files.copied,
+                human_bytes(files.bytes_copied),
+            )
+        } else {
+            format!(
+                "Deployed release {} to {}{was}\n  {} files: {} linked, {} copied ({}) in {:.2} s; switch {} ms\n",
+                report.release,
+                report.deploy_path.display(),
+                files.files,
+                files.linked,
+                files.copied,
+                human_bytes(files.bytes_copied),
+                report.stage_ms as f64 / 1000.0,
+                report.switch_ms,
+            )
+        };
+        if let Some(commit) = &report.source.git_commit {
+            let dirty = if report.source.git_dirty { " (with uncommitted changes)" } else { "" };
+            text.push_str(&format!("  source: git {commit}{dirty}\n"));
+        }
+        if !report.removed.is_empty() {
+            let removed: Vec<_> = report.removed.iter().map(ToString::to_string).collect();
+            text.push_str(&format!("  removed old releases: {}\n", removed.join(", ")));
+        }
+        text
+    });
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One module per command; each returns `Result<()>` and prints through the `Printer`.
+
+pub mod cleanup;
+pub mod deploy;
+pub mod init;
+pub mod releases;
+pub mod rollback;
+pub mod switch;

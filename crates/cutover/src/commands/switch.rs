@@ -1,0 +1,43 @@
+use cutover_core::activate::{activate, Activation};
+use cutover_core::history::EventKind;
+use cutover_core::Mode;
+
+use crate::cli::{GlobalArgs, SwitchArgs};
+use crate::error::Result;
+use crate::printer::Printer;
+use crate::settings;
+
+pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let config = settings::load_config(global)?;
+    let deploy = settings::existing_deploy_path(&args.target, &config)?;
+    let release = settings::release_id(&args.release)?;
+    let lock;
+    let mode = if args.change.dry_run {
+        Mode::DryRun
+    } else {
+        lock = settings::lock(&deploy, &args.change)?;
+        Mode::Apply(&lock)
+    };
+    let activation = activate(&deploy, &release, EventKind::Switched, mode)?;
+    report(&activation, args.change.dry_run, "Switched", printer);
+    Ok(())
+}
+
+/// Shared by `switch` and `rollback`.
+pub fn report(activation: &Activation, dry_run: bool, verb: &str, printer: Printer) {
+    let mut json = serde_json::to_value(activation).unwrap_or_default();
+    json["dry_run"] = dry_run.into();
+    printer.result(&json, || {
+        let from = activation
+            .previous
+            .as_ref()
+            .map_or(String::new(), |p| format!(" from {p}"));
+        if dry_run {
+            format!("Would switch to release {}{from}\n", activation.release)
+        } else if activation.unchanged {
+            format!("Release {} is already current\n", activation.release)
+        } else {
+            format!("{verb} to release {}{from}\n", activation.release)
+        }
+    });
+}

@@ -1,0 +1,92 @@
+//! Errors as the user sees them, and their exit codes.
+
+use std::process::ExitCode;
+
+/// 1: the operation failed and the target is as it was. 2: usage or configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Failed,
+    Usage,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Failed => 1,
+            Kind::Usage => 2,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CommandError {
+    pub kind: Kind,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hints: Vec<String>,
+}
+
+impl CommandError {
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CommandError {
+            kind: Kind::Usage,
+            message: message.into(),
+            causes: Vec::new(),
+            hints: vec![hint.into()],
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.kind.exit_code())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "causes": self.causes,
+                "hints": self.hints,
+                "exit_code": self.kind.exit_code(),
+            }
+        })
+    }
+}
+
+impl From<cutover_core::Error> for CommandError {
+    fn from(error: cutover_core::Error) -> Self {
+        let kind = match error.kind() {
+            cutover_core::ErrorKind::Usage => Kind::Usage,
+            cutover_core::ErrorKind::Failed => Kind::Failed,
+        };
+        let hints = error.hint().into_iter().collect();
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        // The io error's text is already in the message; repeating it as a cause is noise.
+        if matches!(error, cutover_core::Error::Io { .. }) {
+            causes.clear();
+        }
+        CommandError {
+            kind,
+            message: error.to_string(),
+            causes,
+            hints,
+        }
+    }
+}
+
+impl From<cutover_config::ConfigError> for CommandError {
+    fn from(error: cutover_config::ConfigError) -> Self {
+        CommandError {
+            kind: Kind::Usage,
+            message: error.to_string(),
+            causes: Vec::new(),
+            hints: error.hint().map(str::to_string).into_iter().collect(),
+        }
+    }
+}
+
+pub type Result<T, E = CommandError> = std::result::Result<T, E>;

@@ -1,0 +1,110 @@
+//! Settings resolve here, once per command: flags beat the environment (clap reads both),
+//! which beats cutover.toml, which beats the defaults.
+
+use std::path::{Path, PathBuf};
+
+use cutover_config::Config;
+use cutover_core::deploy::DeployOptions;
+use cutover_core::{DeployLock, DeployPath, ReleaseId};
+
+use crate::cli::{ChangeArgs, DeployArgs, GlobalArgs, TargetArgs};
+use crate::error::{CommandError, Result};
+
+pub const CONFIG_FILE: &str = "cutover.toml";
+
+/// An explicit --config must exist; the default ./cutover.toml is optional.
+pub fn load_config(global: &GlobalArgs) -> Result<Config> {
+    load_config_near(global, None)
+}
+
+/// As `load_config`, and for a deploy also the app's own cutover.toml in SOURCE, so
+/// `cutover deploy ./app --to PATH` uses the settings that ship with the app.
+pub fn load_config_near(global: &GlobalArgs, source: Option<&Path>) -> Result<Config> {
+    if let Some(path) = &global.config {
+        return Ok(cutover_config::load(path)?);
+    }
+    let candidates =
+        std::iter::once(PathBuf::from(CONFIG_FILE)).chain(source.map(|dir| dir.join(CONFIG_FILE)));
+    for path in candidates {
+        if path.is_file() {
+            return Ok(cutover_config::load(&path)?);
+        }
+    }
+    Ok(Config::default())
+}
+
+pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
+    let path = target
+        .to
+        .clone()
+        .or_else(|| config.deploy.path.clone())
+        .ok_or_else(|| {
+            CommandError::usage(
+                "no deploy path given",
+                "pass `--to /var/www/app`, or set `path` in the [deploy] table of cutover.toml",
+            )
+        })?;
+    Ok(DeployPath::new(path)?)
+}
+
+/// A deploy path that must already hold releases (switch, rollback, cleanup, releases).
+pub fn existing_deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
+    let deploy = deploy_path(target, config)?;
+    if !deploy.exists() {
+        return Err(CommandError::usage(
+            format!("{} does not exist", deploy.root().display()),
+            "check --to; `cutover deploy` creates a deploy path on its first run",
+        ));
+    }
+    Ok(deploy)
+}
+
+/// Takes the deploy lock (creating `.cutover/` when adopting a Capistrano or Deployer path).
+pub fn lock(deploy: &DeployPath, change: &ChangeArgs) -> Result<DeployLock> {
+    deploy.ensure_layout()?;
+    Ok(DeployLock::acquire(&deploy.lock_file(), change.wait_lock)?)
+}
+
+pub fn keep_releases(flag: Option<u64>, config: &Config) -> usize {
+    flag.map(|n| n as usize)
+        .or(config.deploy.keep_releases)
+        .unwrap_or(DeployOptions::DEFAULT_KEEP_RELEASES)
+}
+
+pub fn release_id(text: &str) -> Result<ReleaseId> {
+    Ok(ReleaseId::parse(text)?)
+}
+
+pub fn deploy_options(args: &DeployArgs, config: &Config) -> Result<DeployOptions> {
+    let source = args
+        .source
+        .clone()
+        .or_else(|| config.deploy.source.clone())
+        .or_else(|| config_dir(config))
+        .ok_or_else(|| {
+            CommandError::usage(
+                "nothing to deploy: no SOURCE given and no cutover.toml here",
+                "pass the app's directory, e.g. `cutover deploy ./app --to /var/www/app`",
+            )
+        })?;
+    let mut opts = DeployOptions::new(source);
+    opts.release = args.release.as_deref().map(release_id).transpose()?;
+    opts.exclude = config.deploy.exclude.clone();
+    opts.shared_dirs = config.shared.dirs.clone();
+    opts.shared_files = config.shared.files.clone();
+    opts.build = config.build.run.clone();
+    opts.before_switch = config.hooks.before_switch.clone();
+    opts.keep_releases = keep_releases(args.keep, config);
+    if let Some(file) = &config.deploy.release_file {
+        opts.release_file = file.clone();
+    }
+    Ok(opts)
+}
+
+fn config_dir(config: &Config) -> Option<PathBuf> {
+    let origin = config.origin.as_ref()?;
+    Some(match origin.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    })
+}
