@@ -1,0 +1,137 @@
+//! `cutover.toml`: typed deploy settings, parsed with diagnostics that name file, line and
+//! column (with a hint where one helps), and the commented template `cutover init` writes.
+
+mod diagnose;
+mod error;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+
+/// The commented `cutover.toml` that `cutover init` writes.
+pub const TEMPLATE: &str = include_str!("template.toml");
+
+/// How many releases stay on a target when `deploy.keep_releases` is not set.
+pub const DEFAULT_KEEP_RELEASES: usize = 5;
+
+/// The file in each release holding its id when `deploy.release_file` is not set.
+pub const DEFAULT_RELEASE_FILE: &str = "RELEASE";
+
+// The structs below are the schema. Serde's `deny_unknown_fields` makes them the one list
+// of valid keys: an unknown key fails deserialization with the key's span and serde's list
+// of expected fields, which `diagnose` turns into a "did you mean" hint. A new key or
+// table is a new field here and nothing else.
+
+/// Everything `cutover.toml` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The file these settings were read from; `None` for defaults.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+    #[serde(deserialize_with = "table")]
+    pub deploy: DeploySettings,
+    #[serde(deserialize_with = "table")]
+    pub shared: SharedSettings,
+    #[serde(deserialize_with = "table")]
+    pub build: BuildSettings,
+    #[serde(deserialize_with = "table")]
+    pub hooks: HookSettings,
+}
+
+/// `[deploy]`: where releases go and what they contain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploySettings {
+    /// The deploy path on the target; relative paths are resolved against the config file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The directory to deploy; relative paths are resolved against the config file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// How many releases to keep on the target; at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_releases: Option<usize>,
+    /// Relative path patterns left out of each release (the core leaves out `.git` itself).
+    pub exclude: Vec<String>,
+    /// The file written into each release holding its id, relative to the release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_file: Option<String>,
+}
+
+/// `[shared]`: what persists across releases, linked into each one from `shared/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedSettings {
+    /// Directories relative to the release root, e.g. `storage`, `var/log`.
+    pub dirs: Vec<String>,
+    /// Files relative to the release root, e.g. `.env`.
+    pub files: Vec<String>,
+}
+
+/// `[build]`: commands that turn a staged copy into a release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildSettings {
+    pub run: Vec<String>,
+}
+
+/// `[hooks]`: commands run at fixed points of a deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    pub before_switch: Vec<String>,
+}
+
+/// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative
+/// `deploy.path` / `deploy.source` are resolved against its directory.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let document =
+        toml_edit::ImDocument::parse(text).map_err(|err| diagnose::syntax(&err, text, origin))?;
+    let mut config = Config::deserialize(toml_edit::de::Deserializer::from(document.clone()))
+        .map_err(|err| diagnose::schema(&err, &document, origin))?;
+    validate::check(&config).map_err(|problem| problem.into_error(&document, origin))?;
+
+    let base = origin.parent().unwrap_or(Path::new(""));
+    for path in [&mut config.deploy.path, &mut config.deploy.source]
+        .into_iter()
+        .flatten()
+    {
+        *path = base.join(&*path);
+    }
+    config.origin = Some(origin.to_path_buf());
+    Ok(config)
+}
+
+/// Reads and parses the `cutover.toml` at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::io(path, &err))?;
+    parse(&text, path)
+}
+
+/// Derived structs also accept a TOML array (`[[deploy]]`, `deploy = ["x"]`), filling
+/// fields by position; a settings table must be written as a table.
+fn table<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct TableOnly<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for TableOnly<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_map(TableOnly(std::marker::PhantomData))
+}

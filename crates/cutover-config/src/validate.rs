@@ -1,0 +1,183 @@
+//! Rules the types cannot express, each naming the value that breaks it.
+
+use std::path::{Component, Path, PathBuf};
+
+use toml_edit::ImDocument;
+
+use crate::diagnose::{item_at, Segment};
+use crate::{Config, ConfigError};
+
+#[derive(Debug)]
+pub(crate) struct Problem {
+    at: Vec<Segment>,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Problem {
+    fn new(at: &[&str], index: Option<usize>, message: String, hint: Option<String>) -> Self {
+        let mut at: Vec<Segment> = at
+            .iter()
+            .map(|key| Segment::Key((*key).to_owned()))
+            .collect();
+        at.extend(index.map(Segment::Index));
+        Self { at, message, hint }
+    }
+
+    pub(crate) fn into_error(self, document: &ImDocument<&str>, origin: &Path) -> ConfigError {
+        let span = item_at(document, &self.at).and_then(toml_edit::Item::span);
+        ConfigError::at(
+            origin,
+            document.raw(),
+            span.unwrap_or(0..0),
+            self.message,
+            self.hint,
+        )
+    }
+}
+
+pub(crate) fn check(config: &Config) -> Result<(), Problem> {
+    let deploy = &config.deploy;
+    for (key, path) in [("path", &deploy.path), ("source", &deploy.source)] {
+        if path
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            let message = format!("`deploy.{key}` is empty");
+            return Err(Problem::new(&["deploy", key], None, message, None));
+        }
+    }
+    if deploy.keep_releases == Some(0) {
+        let message = "`deploy.keep_releases` must be at least 1".to_owned();
+        let hint = format!("leave it out to keep {}", crate::DEFAULT_KEEP_RELEASES);
+        return Err(Problem::new(
+            &["deploy", "keep_releases"],
+            None,
+            message,
+            Some(hint),
+        ));
+    }
+    for (index, pattern) in deploy.exclude.iter().enumerate() {
+        inside_release(pattern).map_err(|(message, hint)| {
+            Problem::new(&["deploy", "exclude"], Some(index), message, hint)
+        })?;
+    }
+    if let Some(file) = &deploy.release_file {
+        let at = &["deploy", "release_file"];
+        inside_release(file).map_err(|(message, hint)| Problem::new(at, None, message, hint))?;
+        if file.ends_with('/') {
+            let message = format!("`{file}` names a directory; the release file must be a file");
+            return Err(Problem::new(at, None, message, None));
+        }
+    }
+    shared(config)?;
+    for (keys, commands) in [
+        (["build", "run"], &config.build.run),
+        (["hooks", "before_switch"], &config.hooks.before_switch),
+    ] {
+        if let Some(index) = commands
+            .iter()
+            .position(|command| command.trim().is_empty())
+        {
+            let message = format!("empty command in `{}`", keys.join("."));
+            return Err(Problem::new(&keys, Some(index), message, None));
+        }
+    }
+    Ok(())
+}
+
+/// Every shared entry becomes one symlink in the release, so two entries may not claim
+/// the same path, nor may one sit inside another that is already linked whole.
+fn shared(config: &Config) -> Result<(), Problem> {
+    let entries = [
+        ("dirs", &config.shared.dirs),
+        ("files", &config.shared.files),
+    ]
+    .into_iter()
+    .flat_map(|(key, list)| {
+        list.iter()
+            .enumerate()
+            .map(move |(index, entry)| (key, index, entry))
+    });
+    let mut seen: Vec<(&str, &String, PathBuf)> = Vec::new();
+    for (key, index, entry) in entries {
+        let problem = |message, hint| Problem::new(&["shared", key], Some(index), message, hint);
+        let normal = inside_release(entry).map_err(|(message, hint)| problem(message, hint))?;
+        for (earlier_key, earlier, earlier_normal) in &seen {
+            let earlier_at = format!("shared.{earlier_key}");
+            if normal == *earlier_normal {
+                let message = format!("`{entry}` is listed twice");
+                let hint = format!("it is already in `{earlier_at}` as `{earlier}`");
+                return Err(problem(message, Some(hint)));
+            }
+            let (inner, outer) = if normal.starts_with(earlier_normal) {
+                (entry.as_str(), earlier.as_str())
+            } else if earlier_normal.starts_with(&normal) {
+                (earlier.as_str(), entry.as_str())
+            } else {
+                continue;
+            };
+            let message = format!("`{inner}` is inside `{outer}`, which is shared whole");
+            let hint = format!("keep only `{outer}`; everything in it persists already");
+            return Err(problem(message, Some(hint)));
+        }
+        seen.push((key, entry, normal));
+    }
+    Ok(())
+}
+
+/// A path that stays inside the release directory, in normal form (`./a//b/` is `a/b`).
+fn inside_release(entry: &str) -> Result<PathBuf, (String, Option<String>)> {
+    let path = Path::new(entry);
+    if entry.starts_with(['/', '\\']) || path.is_absolute() {
+        let relative = entry.trim_start_matches(['/', '\\']);
+        let hint = (!relative.is_empty())
+            .then(|| format!("write it relative to the release root: `{relative}`"));
+        return Err((format!("`{entry}` is absolute"), hint));
+    }
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let message = format!("`{entry}` leaves the release with `..`");
+                let hint = "paths here are relative to the release root and stay inside it";
+                return Err((message, Some(hint.to_owned())));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err((format!("`{entry}` is absolute"), None));
+            }
+        }
+    }
+    if normal.as_os_str().is_empty() {
+        let message = format!("`{entry}` names no path inside the release");
+        return Err((
+            message,
+            Some("name a file or directory, e.g. `storage`".to_owned()),
+        ));
+    }
+    Ok(normal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::dotted;
+
+    #[test]
+    fn normalizes_paths_inside_the_release() {
+        assert_eq!(inside_release("./var//log/").unwrap(), Path::new("var/log"));
+        assert_eq!(inside_release(".env").unwrap(), Path::new(".env"));
+        assert!(inside_release("a/../b").is_err());
+        assert!(inside_release("/a").is_err());
+        assert!(inside_release("./").is_err());
+        assert!(inside_release("").is_err());
+    }
+
+    #[test]
+    fn dotted_paths_read_like_toml() {
+        let at = Problem::new(&["shared", "dirs"], Some(2), String::new(), None).at;
+        assert_eq!(dotted(&at), "shared.dirs[2]");
+    }
+}

@@ -1,0 +1,117 @@
+use std::path::{Path, PathBuf};
+
+use cutover_config::{
+    load, parse, BuildSettings, Config, DeploySettings, HookSettings, SharedSettings,
+    DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
+};
+
+#[test]
+fn template_parses_to_the_defaults() {
+    let config = parse(TEMPLATE, Path::new("cutover.toml")).unwrap();
+    let expected = Config {
+        origin: Some("cutover.toml".into()),
+        ..Config::default()
+    };
+    assert_eq!(config, expected);
+}
+
+/// Uncommenting the template's examples must give a valid config that sets every key,
+/// so the template cannot fall behind the schema.
+#[test]
+fn template_shows_every_key() {
+    let uncommented: String = TEMPLATE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(setting) if setting.contains(" = ") => setting,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = parse(&uncommented, Path::new("/app/cutover.toml")).unwrap();
+    // No `..`: a new field fails to compile here until the template shows it.
+    let Config {
+        origin: _,
+        deploy:
+            DeploySettings {
+                path,
+                source,
+                keep_releases,
+                exclude,
+                release_file,
+            },
+        shared: SharedSettings { dirs, files },
+        build: BuildSettings { run },
+        hooks: HookSettings { before_switch },
+    } = config;
+    assert!(
+        path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
+    );
+    for list in [exclude, dirs, files, run, before_switch] {
+        assert!(!list.is_empty());
+    }
+
+    // The examples that show a default show the real one.
+    assert_eq!(keep_releases, Some(DEFAULT_KEEP_RELEASES));
+    assert_eq!(release_file.as_deref(), Some(DEFAULT_RELEASE_FILE));
+    assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
+}
+
+#[test]
+fn template_comments_fit_a_terminal() {
+    for line in TEMPLATE.lines() {
+        assert!(line.chars().count() <= 100, "too long: {line}");
+    }
+}
+
+#[test]
+fn load_resolves_relative_paths_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let file = dir.join("cutover.toml");
+    std::fs::write(&file, "[deploy]\npath = \"../www\"\nsource = \"public\"\n").unwrap();
+    let config = load(&file).unwrap();
+
+    assert_eq!(config.origin.as_deref(), Some(file.as_path()));
+    assert_eq!(config.deploy.path, Some(dir.join("../www")));
+    assert_eq!(config.deploy.source, Some(dir.join("public")));
+}
+
+#[test]
+fn absolute_paths_stay_as_written() {
+    let text = "[deploy]\npath = \"/var/www/app\"\nsource = \"/home/ci/build\"\n";
+    let config = parse(text, Path::new("/etc/cutover/cutover.toml")).unwrap();
+    assert_eq!(config.deploy.path, Some(PathBuf::from("/var/www/app")));
+    assert_eq!(config.deploy.source, Some(PathBuf::from("/home/ci/build")));
+}
+
+#[test]
+fn load_names_a_missing_file() {
+    let err = load(Path::new("/nonexistent/cutover.toml")).unwrap_err();
+    assert_eq!(err.path(), Path::new("/nonexistent/cutover.toml"));
+    assert_eq!(err.line_column(), None);
+    assert!(err.is_not_found());
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/cutover.toml: cannot read: "),
+        "{err}"
+    );
+    assert_eq!(
+        err.hint(),
+        Some("run `cutover init` to write a commented cutover.toml")
+    );
+}
+
+#[test]
+fn load_reports_errors_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cutover.toml");
+    std::fs::write(&file, "[deploy]\nkeep_releases = 0\n").unwrap();
+    let err = load(&file).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2:17: `deploy.keep_releases` must be at least 1",
+            file.display()
+        )
+    );
+}
