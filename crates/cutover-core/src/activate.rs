@@ -23,8 +23,7 @@ pub fn rollback_target(deploy: &DeployPath) -> Result<ReleaseId> {
     deploy
         .releases()?
         .into_iter()
-        .filter(|id| id < &current)
-        .next_back()
+        .rfind(|id| id < &current)
         .ok_or_else(|| Error::NoEarlierRelease(current.to_string()))
 }
 

@@ -28,13 +28,8 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
     let mut protected: BTreeSet<ReleaseId> = BTreeSet::new();
     if let Some(current) = deploy.current_release()? {
         let events = history::read(&deploy.history_file())?;
-        let replaced = history::replaced_by(&events, &current).or_else(|| {
-            releases
-                .iter()
-                .filter(|id| *id < &current)
-                .next_back()
-                .cloned()
-        });
+        let replaced = history::replaced_by(&events, &current)
+            .or_else(|| releases.iter().rfind(|id| *id < &current).cloned());
         protected.extend(replaced);
         protected.insert(current);
     }

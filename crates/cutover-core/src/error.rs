@@ -47,11 +47,14 @@ pub enum Error {
     #[error("shared file {0} does not exist")]
     SharedFileMissing(PathBuf),
     #[error("another cutover holds the lock on {path}: {holder}")]
-    LockHeld { path: PathBuf, holder: LockHolder },
+    LockHeld {
+        path: PathBuf,
+        holder: Box<LockHolder>,
+    },
     #[error("gave up waiting for the lock on {path} after {waited_secs:.0} s: {holder}")]
     LockTimeout {
         path: PathBuf,
-        holder: LockHolder,
+        holder: Box<LockHolder>,
         waited_secs: f64,
     },
     #[error("{phase} command `{command}` {status}{}", tail_text(.tail))]

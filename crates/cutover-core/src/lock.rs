@@ -69,7 +69,7 @@ impl DeployLock {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::WOULDBLOCK) => {
-                    let holder = read_holder(&mut file);
+                    let holder = Box::new(read_holder(&mut file));
                     match wait {
                         Some(limit) if started.elapsed() < limit => {
                             std::thread::sleep(Duration::from_millis(50));

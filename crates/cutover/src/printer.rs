@@ -14,20 +14,6 @@ pub struct Printer {
 }
 
 impl Printer {
-    /// A status line for people; never part of the machine-readable output.
-    pub fn status(&self, line: impl AsRef<str>) {
-        if !self.quiet && !self.json {
-            eprintln!("{}", line.as_ref());
-        }
-    }
-
-    /// A warning is shown unless --quiet, also next to --json (on stderr).
-    pub fn warn(&self, line: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("warning: {}", line.as_ref());
-        }
-    }
-
     /// The result: JSON on stdout with --json, else the human text on stdout.
     pub fn result(&self, json: &serde_json::Value, human: impl FnOnce() -> String) {
         let mut out = std::io::stdout().lock();
@@ -96,7 +82,7 @@ impl cutover_core::stage::Observer for StageProgress {
         let files = self.files.fetch_add(1, Relaxed) + 1;
         let total = self.bytes.fetch_add(bytes, Relaxed) + bytes;
         if let Some(bar) = &self.bar {
-            if files % 256 == 0 {
+            if files.is_multiple_of(256) {
                 bar.set_message(format!("{files} files, {}", human_bytes(total)));
             }
         }

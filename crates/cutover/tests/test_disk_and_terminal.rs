@@ -1,0 +1,127 @@
+//! A really full disk (a small tmpfs, not a mock) and progress on a real pseudo-terminal.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// Mounts a tmpfs of `size` at `dir`; `None` when this process may not mount (not root,
+/// or no CAP_SYS_ADMIN in a container). Unmounted on drop.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "cutover-test",
+                dir.to_str()?,
+            ])
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_deploy_and_leaves_current_alone() {
+    let sb = Sandbox::new();
+    let Some(_disk) = SmallDisk::mount(&sb.deploy(), "2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    sb.write("public/index.php", "<?php echo 1;");
+    let first = sb.deploy_src(&[]);
+
+    // 3 MiB of new content cannot fit on a 2 MiB disk.
+    let chunk = "x".repeat(64 * 1024);
+    for i in 0..48 {
+        sb.write(&format!("assets/blob{i}.bin"), &chunk);
+    }
+    let out = sb.run(&[
+        "deploy",
+        sb.src().to_str().unwrap(),
+        "--to",
+        sb.deploy().to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("hint: the disk is full"), "{err}");
+    assert_eq!(sb.current().as_deref(), Some(first.as_str()));
+    assert_eq!(sb.releases(), vec![first.clone()]);
+    let staging: Vec<_> = std::fs::read_dir(sb.deploy().join(".cutover"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
+
+    // Once the content fits again, deploying works.
+    for i in 0..48 {
+        std::fs::remove_file(sb.src().join(format!("assets/blob{i}.bin"))).unwrap();
+    }
+    let second = sb.deploy_src(&[]);
+    assert_eq!(sb.current().as_deref(), Some(second.as_str()));
+}
+
+#[test]
+fn staging_shows_progress_on_a_terminal_only() {
+    let sb = Sandbox::new();
+    for i in 0..3000 {
+        sb.write(
+            &format!("vendor/pkg{}/src/File{i}.php", i % 30),
+            "<?php // file",
+        );
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let command = format!(
+        "{} deploy {} --to {}",
+        env!("CARGO_BIN_EXE_cutover"),
+        sb.src().display(),
+        sb.deploy().display()
+    );
+    // `script` gives the command a pseudo-terminal and copies what it printed to stdout.
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(sb.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("staging"),
+        "no progress on a terminal:\n{shown}"
+    );
+    assert!(shown.contains("Deployed release"), "{shown}");
+
+    // The same deploy without a terminal prints the summary only.
+    sb.write("vendor/pkg0/src/File0.php", "<?php // changed");
+    let out = sb.ok(&[
+        "deploy",
+        sb.src().to_str().unwrap(),
+        "--to",
+        sb.deploy().to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("staging") && !err.contains('\u{1b}'),
+        "progress without a terminal: {err:?}"
+    );
+}
