@@ -21,9 +21,13 @@ pub(crate) enum Segment {
 
 pub(crate) fn syntax(err: &toml_edit::TomlError, text: &str, origin: &Path) -> ConfigError {
     let message = err.message().trim().replace('\n', ": ");
-    let hint = message
-        .contains("expected `\"`, `'`")
-        .then(|| "text values need quotes, e.g. path = \"/var/www/app\"".to_owned());
+    let hint = if message.contains("expected `\"`, `'`") {
+        "text values need quotes, e.g. path = \"/var/www/app\"".to_owned()
+    } else {
+        "fix the TOML at that line and column; `cutover init` writes a valid, commented example"
+            .to_owned()
+    };
+    let hint = Some(hint);
     ConfigError::at(origin, text, err.span().unwrap_or(0..0), message, hint)
 }
 
@@ -112,8 +116,11 @@ fn wrong_type(message: &str, at: Option<&[Segment]>) -> Option<(String, Option<S
             .parse::<u64>()
             .ok()
             .filter(|_| found.starts_with('"'))
-            .map(|number| format!("leave out the quotes: {key} = {number}")),
-        _ => None,
+            .map(|number| format!("leave out the quotes: {key} = {number}"))
+            .or_else(|| Some(format!("write a number, e.g. {key} = 5"))),
+        ("text", Some(key)) => Some(format!("write it in quotes, e.g. {key} = \"value\"")),
+        ("an array", Some(key)) => Some(format!("write a list, e.g. {key} = [\"value\"]")),
+        _ => Some("`cutover init` writes every key with its type in a comment".to_owned()),
     };
     Some((message, hint))
 }

@@ -15,15 +15,12 @@ pub struct Activation {
     pub unchanged: bool,
 }
 
-/// The release `rollback` goes to by default: the newest one older than current.
+/// The release `rollback` goes to by default: the one staged before current.
 pub fn rollback_target(deploy: &DeployPath) -> Result<ReleaseId> {
     let current = deploy
         .current_release()?
         .ok_or_else(|| Error::NoCurrentRelease(deploy.root().to_path_buf()))?;
-    deploy
-        .releases()?
-        .into_iter()
-        .rfind(|id| id < &current)
+    crate::cleanup::staged_before(&deploy.releases()?, &current)
         .ok_or_else(|| Error::NoEarlierRelease(current.to_string()))
 }
 

@@ -25,30 +25,52 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
         ..Default::default()
     };
     let releases = deploy.releases()?;
-    let mut protected: BTreeSet<ReleaseId> = BTreeSet::new();
-    if let Some(current) = deploy.current_release()? {
-        let events = history::read(&deploy.history_file())?;
-        let replaced = history::replaced_by(&events, &current)
-            .or_else(|| releases.iter().rfind(|id| *id < &current).cloned());
-        protected.extend(replaced);
-        protected.insert(current);
-    }
-    let newest: BTreeSet<&ReleaseId> = releases.iter().rev().take(keep).collect();
-    for id in &releases {
-        if newest.contains(id) || protected.contains(id) {
-            report.kept.push(id.clone());
+    let current = deploy.current_release()?;
+    let replaced = match &current {
+        Some(current) => {
+            let events = history::read(&deploy.history_file())?;
+            history::replaced_by(&events, current).or_else(|| staged_before(&releases, current))
+        }
+        None => None,
+    };
+    let removed = removable(&releases, keep, current.as_ref(), replaced.as_ref());
+    for id in releases {
+        if !removed.contains(&id) {
+            report.kept.push(id);
             continue;
         }
         if !dry_run {
-            crate::trash::discard(deploy, &deploy.release(id))?;
+            crate::trash::discard(deploy, &deploy.release(&id))?;
             history::append(
                 &deploy.history_file(),
                 &Event::now(EventKind::Removed, id.clone()),
             )?;
         }
-        report.removed.push(id.clone());
+        report.removed.push(id);
     }
     Ok(report)
+}
+
+/// The releases a cleanup removes from `releases` (oldest first): all but the `keep`
+/// newest, the current one and the one it replaced.
+pub fn removable(
+    releases: &[ReleaseId],
+    keep: usize,
+    current: Option<&ReleaseId>,
+    replaced: Option<&ReleaseId>,
+) -> Vec<ReleaseId> {
+    let newest: BTreeSet<&ReleaseId> = releases.iter().rev().take(keep).collect();
+    releases
+        .iter()
+        .filter(|id| !newest.contains(id) && Some(*id) != current && Some(*id) != replaced)
+        .cloned()
+        .collect()
+}
+
+/// The release staged just before `release`, in `releases` order.
+pub fn staged_before(releases: &[ReleaseId], release: &ReleaseId) -> Option<ReleaseId> {
+    let at = releases.iter().position(|id| id == release)?;
+    Some(releases.get(at.checked_sub(1)?)?.clone())
 }
 
 /// Staging directories and temporary links can only belong to a deploy that died: a live

@@ -104,6 +104,14 @@ pub fn deploy(
             observer,
         )?
         .stats;
+        let mut after = deploy.releases()?;
+        after.push(release.clone());
+        report.removed = crate::cleanup::removable(
+            &after,
+            opts.keep_releases,
+            Some(&release),
+            previous.as_ref(),
+        );
         return Ok(report);
     }
 
@@ -193,8 +201,14 @@ fn stage_release(
     }
     if runs_commands {
         if let Some(previous) = previous {
+            // Count what the source shipped, as the direct path does: not our own files.
             let mut skip = Excludes::default();
-            skip.add_path(PathBuf::from(&opts.release_file));
+            let ours = std::iter::once(&opts.release_file)
+                .chain(&opts.shared_dirs)
+                .chain(&opts.shared_files);
+            for path in ours {
+                skip.add_path(PathBuf::from(path.trim_matches('/')));
+            }
             stats = stage::link_unchanged(staging, previous, &skip)?;
         }
         // What the commands wrote is unknown: flush the whole file system.
@@ -268,12 +282,11 @@ fn next_release_id(deploy: &DeployPath, requested: Option<ReleaseId>) -> Result<
         }
         return Ok(id);
     }
+    // Order comes from the history, so an id only has to be unused.
     let base = ReleaseId::timestamp(time::OffsetDateTime::now_utc());
-    let newest = deploy.releases()?.pop();
     let mut id = base.clone();
     let mut n = 1;
-    // Ids must sort after every existing release, or `rollback` would pick the wrong one.
-    while taken(&id) || newest.as_ref().is_some_and(|newest| &id <= newest) {
+    while taken(&id) {
         n += 1;
         id = base.with_suffix(n);
         if n > 10_000 {

@@ -51,7 +51,7 @@ pub enum Error {
         path: PathBuf,
         holder: Box<LockHolder>,
     },
-    #[error("gave up waiting for the lock on {path} after {waited_secs:.0} s: {holder}")]
+    #[error("gave up waiting for the lock on {path} after {waited_secs:.1} s: {holder}")]
     LockTimeout {
         path: PathBuf,
         holder: Box<LockHolder>,
@@ -141,6 +141,13 @@ impl Error {
             Error::LockHeld { .. } => {
                 "wait for it to finish, or pass `--wait-lock 60s` to queue behind it".into()
             }
+            Error::LockTimeout { .. } => {
+                "the other deploy is still running; wait longer with a larger --wait-lock, or check that it is not stuck".into()
+            }
+            Error::NoEarlierRelease(_) => {
+                "`cutover releases` lists the releases; name one with `cutover rollback <id>`, or deploy another first".into()
+            }
+            Error::NoCurrentRelease(_) => "deploy a release first, or `cutover switch <id>` to one".into(),
             Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
             Error::DeployPathInsideSource { .. } => "deploy to a path outside the source directory".into(),
             _ => return None,

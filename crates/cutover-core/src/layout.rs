@@ -93,6 +93,21 @@ impl DeployPath {
         self.root.is_dir()
     }
 
+    /// The outermost directory `ensure_layout` would create (the root or an ancestor), so a
+    /// failed first deploy can remove exactly what it made; `None` when the root exists.
+    pub fn outermost_missing(&self) -> Option<PathBuf> {
+        let mut missing = None;
+        let mut probe = Some(self.root.as_path());
+        while let Some(dir) = probe {
+            if std::fs::symlink_metadata(dir).is_ok() {
+                break;
+            }
+            missing = Some(dir.to_path_buf());
+            probe = dir.parent();
+        }
+        missing
+    }
+
     /// Creates the directories a deploy needs; a no-op on an existing deploy path.
     pub fn ensure_layout(&self) -> Result<()> {
         for dir in [self.releases_dir(), self.shared_dir(), self.state_dir()] {
@@ -114,7 +129,25 @@ impl DeployPath {
     }
 
     /// Complete releases, oldest first. Hidden entries and files are not releases.
+    ///
+    /// Order is the order cutover staged them in (from the history), so `--release v1`
+    /// followed by a timestamped release still rolls back to `v1`. Releases the history
+    /// does not know (adopted from Capistrano or Deployer) come first, by name, digit runs
+    /// compared as numbers: Deployer's `9` before `10`, Capistrano's timestamps by age.
     pub fn releases(&self) -> Result<Vec<ReleaseId>> {
+        let mut ids = self.release_dirs()?;
+        let events = crate::history::read(&self.history_file())?;
+        let staged_at = |id: &ReleaseId| {
+            events
+                .iter()
+                .rposition(|e| e.event == crate::history::EventKind::Staged && &e.release == id)
+        };
+        ids.sort_by_cached_key(|id| (staged_at(id), id.clone()));
+        Ok(ids)
+    }
+
+    /// The release directories, in no particular order.
+    fn release_dirs(&self) -> Result<Vec<ReleaseId>> {
         let dir = self.releases_dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -134,7 +167,6 @@ impl DeployPath {
                 ids.push(id);
             }
         }
-        ids.sort();
         Ok(ids)
     }
 

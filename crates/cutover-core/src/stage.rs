@@ -164,6 +164,9 @@ pub fn link_unchanged(tree: &Path, previous: &Path, excludes: &Excludes) -> Resu
             counters.dirs.fetch_add(1, Relaxed);
             return Ok(true);
         }
+        if entry.file_type.is_symlink() {
+            counters.symlinks.fetch_add(1, Relaxed);
+        }
         if !entry.file_type.is_file() {
             return Ok(false);
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::Config;
 use cutover_core::deploy::DeployOptions;
-use cutover_core::{DeployLock, DeployPath, ReleaseId};
+use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
 
 use crate::cli::{ChangeArgs, DeployArgs, GlobalArgs, TargetArgs};
 use crate::error::{CommandError, Result};
@@ -59,10 +59,26 @@ pub fn existing_deploy_path(target: &TargetArgs, config: &Config) -> Result<Depl
     Ok(deploy)
 }
 
-/// Takes the deploy lock (creating `.cutover/` when adopting a Capistrano or Deployer path).
-pub fn lock(deploy: &DeployPath, change: &ChangeArgs) -> Result<DeployLock> {
+/// The lock a changing command holds; a dry run holds none (and so creates nothing).
+pub struct Guard(Option<DeployLock>);
+
+impl Guard {
+    pub fn mode(&self) -> Mode<'_> {
+        self.0.as_ref().map_or(Mode::DryRun, Mode::Apply)
+    }
+}
+
+/// Takes the deploy lock unless --dry-run (creating `.cutover/` when adopting a Capistrano
+/// or Deployer path).
+pub fn guard(deploy: &DeployPath, change: &ChangeArgs) -> Result<Guard> {
+    if change.dry_run {
+        return Ok(Guard(None));
+    }
+    // Refuse a `current` that is a real directory before creating anything beside it.
+    deploy.current_link()?;
     deploy.ensure_layout()?;
-    Ok(DeployLock::acquire(&deploy.lock_file(), change.wait_lock)?)
+    let lock = DeployLock::acquire(&deploy.lock_file(), change.wait_lock)?;
+    Ok(Guard(Some(lock)))
 }
 
 pub fn keep_releases(flag: Option<u64>, config: &Config) -> usize {

@@ -3,4 +3,11 @@
 
 mod common;
 
+mod test_cli;
+mod test_cli_errors;
+mod test_cli_hooks;
+mod test_cli_releases;
 mod test_deploy;
+mod test_disk_and_terminal;
+mod test_kill;
+mod test_switch_atomicity;

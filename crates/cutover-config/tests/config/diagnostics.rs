@@ -115,7 +115,7 @@ fn wrong_type_names_the_key_and_what_was_found() {
         message,
         "expected a whole number for `deploy.keep_releases`, found \"five\""
     );
-    assert_eq!(hint, None);
+    assert_eq!(hint.unwrap(), "write a number, e.g. keep_releases = 5");
 }
 
 #[test]

@@ -1,5 +1,3 @@
-use cutover_core::Mode;
-
 use crate::cli::{CleanupArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::Printer;
@@ -9,14 +7,8 @@ pub fn cleanup(args: &CleanupArgs, global: &GlobalArgs, printer: Printer) -> Res
     let config = settings::load_config(global)?;
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let keep = settings::keep_releases(args.keep, &config);
-    let lock;
-    let mode = if args.change.dry_run {
-        Mode::DryRun
-    } else {
-        lock = settings::lock(&deploy, &args.change)?;
-        Mode::Apply(&lock)
-    };
-    let report = cutover_core::cleanup::cleanup(&deploy, keep, mode)?;
+    let guard = settings::guard(&deploy, &args.change)?;
+    let report = cutover_core::cleanup::cleanup(&deploy, keep, guard.mode())?;
     let mut json = serde_json::to_value(&report).unwrap_or_default();
     json["dry_run"] = args.change.dry_run.into();
     printer.result(&json, || {

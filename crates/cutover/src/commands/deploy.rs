@@ -1,5 +1,3 @@
-use cutover_core::Mode;
-
 use crate::cli::{DeployArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::{human_bytes, Printer};
@@ -9,16 +7,26 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let config = settings::load_config_near(global, args.source.as_deref())?;
     let deploy = settings::deploy_path(&args.target, &config)?;
     let opts = settings::deploy_options(args, &config)?;
-    let lock;
-    let mode = if args.change.dry_run {
-        Mode::DryRun
-    } else {
-        lock = settings::lock(&deploy, &args.change)?;
-        Mode::Apply(&lock)
+    // A first deploy that fails must leave no deploy path behind, as if never run.
+    let created = deploy.outermost_missing().filter(|_| !args.change.dry_run);
+    let outcome = settings::guard(&deploy, &args.change).and_then(|guard| {
+        let progress = printer.progress("staging");
+        Ok(cutover_core::deploy::deploy(
+            &deploy,
+            &opts,
+            guard.mode(),
+            &progress,
+        )?)
+    });
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error) => {
+            if let Some(dir) = created {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(error);
+        }
     };
-    let progress = printer.progress("staging");
-    let report = cutover_core::deploy::deploy(&deploy, &opts, mode, &progress)?;
-    drop(progress);
 
     let json = serde_json::to_value(&report).unwrap_or_default();
     printer.result(&json, || {

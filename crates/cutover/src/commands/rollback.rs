@@ -1,28 +1,20 @@
-use cutover_core::activate::{activate, rollback_target};
-use cutover_core::history::EventKind;
-use cutover_core::Mode;
-
 use crate::cli::{GlobalArgs, RollbackArgs};
 use crate::error::Result;
 use crate::printer::Printer;
 use crate::settings;
+use cutover_core::activate::{activate, rollback_target};
+use cutover_core::history::EventKind;
 
 pub fn rollback(args: &RollbackArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
-    let lock;
-    let mode = if args.change.dry_run {
-        Mode::DryRun
-    } else {
-        lock = settings::lock(&deploy, &args.change)?;
-        Mode::Apply(&lock)
-    };
+    let guard = settings::guard(&deploy, &args.change)?;
     // Chosen under the lock, so a deploy finishing meanwhile cannot change what "previous" is.
     let release = match &args.release {
         Some(id) => settings::release_id(id)?,
         None => rollback_target(&deploy)?,
     };
-    let activation = activate(&deploy, &release, EventKind::RolledBack, mode)?;
+    let activation = activate(&deploy, &release, EventKind::RolledBack, guard.mode())?;
     super::switch::report(&activation, args.change.dry_run, "Rolled back", printer);
     Ok(())
 }

@@ -1,24 +1,16 @@
-use cutover_core::activate::{activate, Activation};
-use cutover_core::history::EventKind;
-use cutover_core::Mode;
-
 use crate::cli::{GlobalArgs, SwitchArgs};
 use crate::error::Result;
 use crate::printer::Printer;
 use crate::settings;
+use cutover_core::activate::{activate, Activation};
+use cutover_core::history::EventKind;
 
 pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let release = settings::release_id(&args.release)?;
-    let lock;
-    let mode = if args.change.dry_run {
-        Mode::DryRun
-    } else {
-        lock = settings::lock(&deploy, &args.change)?;
-        Mode::Apply(&lock)
-    };
-    let activation = activate(&deploy, &release, EventKind::Switched, mode)?;
+    let guard = settings::guard(&deploy, &args.change)?;
+    let activation = activate(&deploy, &release, EventKind::Switched, guard.mode())?;
     report(&activation, args.change.dry_run, "Switched", printer);
     Ok(())
 }
