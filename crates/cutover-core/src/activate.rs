@@ -13,6 +13,9 @@ pub struct Activation {
     pub previous: Option<ReleaseId>,
     /// Nothing was done: the release was already current, or this was a dry run.
     pub unchanged: bool,
+    /// What went wrong after the switch, which stands: `current` was changed all the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The release `rollback` goes to by default: the one staged before current.
@@ -34,11 +37,16 @@ pub fn activate(
     deploy.require_release(release)?;
     let previous = deploy.current_release()?;
     let unchanged = mode.is_dry_run() || previous.as_ref() == Some(release);
+    let mut warnings = Vec::new();
     if !unchanged {
         switch_current(deploy, release)?;
+        // The switch is the commit point: a failure after it must not report "nothing
+        // changed", so it is a warning.
         let mut event = Event::now(kind.clone(), release.clone());
         event.previous = previous.clone();
-        history::append(&deploy.history_file(), &event)?;
+        if let Err(e) = history::append(&deploy.history_file(), &event) {
+            warnings.push(format!("switched, but the history was not updated: {e}"));
+        }
         if kind == EventKind::RolledBack {
             crate::capistrano::log_rollback(deploy, release);
         }
@@ -47,5 +55,6 @@ pub fn activate(
         release: release.clone(),
         previous,
         unchanged,
+        warnings,
     })
 }

@@ -57,6 +57,9 @@ pub struct DeployReport {
     pub dry_run: bool,
     pub stage_ms: u64,
     pub switch_ms: u64,
+    /// What went wrong after the switch, which stands.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Stages and switches. On any failure before the switch, the staging directory is
@@ -91,6 +94,7 @@ pub fn deploy(
         dry_run: mode.is_dry_run(),
         stage_ms: 0,
         switch_ms: 0,
+        warnings: Vec::new(),
     };
     if mode.is_dry_run() {
         report.files = stage::populate(
@@ -148,11 +152,17 @@ pub fn deploy(
     report.stage_ms = started.elapsed().as_millis() as u64;
 
     let switching = Instant::now();
-    crate::activate::activate(deploy, &release, EventKind::Switched, mode)?;
+    let activation = crate::activate::activate(deploy, &release, EventKind::Switched, mode)?;
+    report.warnings = activation.warnings;
     crate::capistrano::log_deploy(deploy, &release, &report.source);
     report.switch_ms = switching.elapsed().as_millis() as u64;
 
-    report.removed = crate::cleanup::cleanup(deploy, opts.keep_releases, mode)?.removed;
+    match crate::cleanup::cleanup(deploy, opts.keep_releases, mode) {
+        Ok(cleanup) => report.removed = cleanup.removed,
+        Err(e) => report
+            .warnings
+            .push(format!("deployed, but old releases were not removed: {e}")),
+    }
     Ok(report)
 }
 

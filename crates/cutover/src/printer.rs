@@ -14,6 +14,13 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// Shown unless --quiet, also beside --json (on stderr, so stdout stays one document).
+    pub fn warn(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("warning: {}", line.as_ref());
+        }
+    }
+
     /// The result: JSON on stdout with --json, else the human text on stdout.
     pub fn result(&self, json: &serde_json::Value, human: impl FnOnce() -> String) {
         let mut out = std::io::stdout().lock();

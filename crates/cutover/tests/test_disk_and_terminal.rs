@@ -125,3 +125,50 @@ fn staging_shows_progress_on_a_terminal_only() {
         "progress without a terminal: {err:?}"
     );
 }
+
+/// Sets or clears the immutable attribute; false when the file system or we cannot.
+fn immutable(path: &std::path::Path, on: bool) -> bool {
+    let flag = if on { "+i" } else { "-i" };
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_failure_after_the_switch_is_a_warning_not_a_failed_deploy() {
+    let sb = Sandbox::new();
+    sb.write("index.php", "1");
+    let oldest = sb.deploy_src(&[]);
+    sb.write("index.php", "2");
+    sb.deploy_src(&[]);
+    let pinned = sb.deploy().join("releases").join(&oldest);
+    // rename(2) of an immutable directory fails: cleanup cannot move it to the trash.
+    if !immutable(&pinned, true) {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    }
+    sb.write("index.php", "3");
+    let out = sb.run(&[
+        "deploy",
+        sb.src().to_str().unwrap(),
+        "--to",
+        sb.deploy().to_str().unwrap(),
+        "--keep",
+        "1",
+        "--json",
+    ]);
+    immutable(&pinned, false);
+    assert_eq!(exit_code(&out), 0, "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = report["release"].as_str().unwrap();
+    assert_eq!(sb.current().as_deref(), Some(release), "the switch stands");
+    let warnings = report["warnings"].as_array().expect("warnings in the JSON");
+    assert!(
+        warnings[0].as_str().unwrap().contains("old releases were not removed"),
+        "{report}"
+    );
+    assert!(stderr(&out).contains("warning: deployed, but old releases were not removed"));
+    assert!(sb.releases().contains(&oldest));
+}

@@ -28,6 +28,9 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
         }
     };
 
+    for warning in &report.warnings {
+        printer.warn(warning);
+    }
     let json = serde_json::to_value(&report).unwrap_or_default();
     printer.result(&json, || {
         let files = &report.files;

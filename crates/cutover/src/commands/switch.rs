@@ -17,6 +17,9 @@ pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Resul
 
 /// Shared by `switch` and `rollback`.
 pub fn report(activation: &Activation, dry_run: bool, verb: &str, printer: Printer) {
+    for warning in &activation.warnings {
+        printer.warn(warning);
+    }
     let mut json = serde_json::to_value(activation).unwrap_or_default();
     json["dry_run"] = dry_run.into();
     printer.result(&json, || {
