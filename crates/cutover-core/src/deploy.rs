@@ -139,15 +139,21 @@ pub fn deploy(
             return Err(e);
         }
     };
+    // The event goes first: the order of releases comes from these events, and a release
+    // must never be in releases/ without one (a kill between the two would make it sort
+    // as the oldest). An event for a release that never arrived is harmless.
+    let mut staged_event = Event::now(EventKind::Staged, release.clone());
+    staged_event.source = Some(report.source.clone());
+    if let Err(e) = history::append(&deploy.history_file(), &staged_event) {
+        let _ = crate::trash::discard(deploy, &staging);
+        return Err(e);
+    }
     let release_dir = deploy.release(&release);
     if let Err(e) = std::fs::rename(&staging, &release_dir) {
         let _ = crate::trash::discard(deploy, &staging);
         return Err(Error::io("move the staged release to", release_dir, e));
     }
     crate::switch::fsync_dir(&deploy.releases_dir())?;
-    let mut staged_event = Event::now(EventKind::Staged, release.clone());
-    staged_event.source = Some(report.source.clone());
-    history::append(&deploy.history_file(), &staged_event)?;
     report.files = files;
     report.stage_ms = started.elapsed().as_millis() as u64;
 

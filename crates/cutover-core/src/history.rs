@@ -1,5 +1,6 @@
 //! `.cutover/history.jsonl`: one JSON object per line, appended, never rewritten, so a
-//! crash can at worst leave a torn last line, which readers skip.
+//! crash can at worst leave a torn last line, which readers skip and the next append
+//! starts after (on a line of its own, so the torn line cannot swallow it).
 
 use std::io::Write;
 use std::path::Path;
@@ -64,12 +65,28 @@ pub fn append(path: &Path, event: &Event) -> Result<()> {
     line.push(b'\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
         .ctx("open", path)?;
+    if !ends_with_newline(&file).ctx("read", path)? {
+        line.insert(0, b'\n');
+    }
     // One write of the whole line: O_APPEND keeps concurrent lines from interleaving.
     file.write_all(&line).ctx("append to", path)?;
     file.sync_data().ctx("fsync", path)
+}
+
+/// True for an empty file too: there is no torn line to step over.
+fn ends_with_newline(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 pub fn read(path: &Path) -> Result<Vec<Event>> {
@@ -118,5 +135,12 @@ mod tests {
         let events = read(&path).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(replaced_by(&events, &b), Some(a));
+
+        // The event after a torn line is not lost with it.
+        let c = ReleaseId::parse("3").unwrap();
+        append(&path, &Event::now(EventKind::Staged, c.clone())).unwrap();
+        let events = read(&path).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].release, c);
     }
 }

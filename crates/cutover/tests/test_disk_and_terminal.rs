@@ -166,7 +166,10 @@ fn a_failure_after_the_switch_is_a_warning_not_a_failed_deploy() {
     assert_eq!(sb.current().as_deref(), Some(release), "the switch stands");
     let warnings = report["warnings"].as_array().expect("warnings in the JSON");
     assert!(
-        warnings[0].as_str().unwrap().contains("old releases were not removed"),
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("old releases were not removed"),
         "{report}"
     );
     assert!(stderr(&out).contains("warning: deployed, but old releases were not removed"));
