@@ -40,6 +40,8 @@ pub struct Config {
     pub build: BuildSettings,
     #[serde(deserialize_with = "table")]
     pub hooks: HookSettings,
+    #[serde(deserialize_with = "table")]
+    pub php: PhpSettings,
 }
 
 /// `[deploy]`: where releases go and what they contain.
@@ -84,6 +86,18 @@ pub struct BuildSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct HookSettings {
     pub before_switch: Vec<String>,
+}
+
+/// `[php]`: the php-fpm pool serving the app, for `cutover php status|reset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhpSettings {
+    /// The pool's FastCGI address: `unix:/run/php/php8.2-fpm.sock`, a socket path, or `127.0.0.1:9000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fpm: Option<String>,
+    /// The pool's `chroot`, if it has one: script paths are sent relative to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fpm_chroot: Option<PathBuf>,
 }
 
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative

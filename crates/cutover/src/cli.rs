@@ -45,6 +45,46 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Remove old releases and what interrupted deploys left behind.
     Cleanup(CleanupArgs),
+    /// Ask the php-fpm pool about OPcache, or reset it (no PHP needed on this machine).
+    #[command(subcommand)]
+    Php(PhpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PhpCommand {
+    /// OPcache state, memory and the ini values that decide staleness, from one worker.
+    Status(PhpArgs),
+    /// opcache_reset(), then wait until the pool has really restarted its cache.
+    Reset(PhpResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PhpArgs {
+    /// The pool's FastCGI address: `unix:/run/php/php8.2-fpm.sock`, a socket path, or
+    /// `127.0.0.1:9000`; default: [php] fpm.
+    #[arg(long, value_name = "ADDRESS", env = "CUTOVER_FPM")]
+    pub fpm: Option<String>,
+    /// The pool's chroot, if any; default: [php] fpm_chroot.
+    #[arg(long, value_name = "DIR")]
+    pub fpm_chroot: Option<PathBuf>,
+    /// Where to write the script the pool runs (must be readable by the pool's user and
+    /// inside its open_basedir); default: <deploy path>/.cutover/php.
+    #[arg(long, value_name = "DIR")]
+    pub script_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long to wait for the pool to answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PhpResetArgs {
+    #[command(flatten)]
+    pub pool: PhpArgs,
+    /// How long to wait for requests that hold the old cache to finish.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -89,4 +89,21 @@ impl From<cutover_config::ConfigError> for CommandError {
     }
 }
 
+impl From<cutover_php::Error> for CommandError {
+    fn from(error: cutover_php::Error) -> Self {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        CommandError {
+            kind: Kind::Failed,
+            message: error.to_string(),
+            causes,
+            hints: error.hint().into_iter().collect(),
+        }
+    }
+}
+
 pub type Result<T, E = CommandError> = std::result::Result<T, E>;

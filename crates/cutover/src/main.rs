@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Command::Switch(args) => commands::switch::switch(args, global, printer),
         Command::Rollback(args) => commands::rollback::rollback(args, global, printer),
         Command::Cleanup(args) => commands::cleanup::cleanup(args, global, printer),
+        Command::Php(cli::PhpCommand::Status(args)) => commands::php::status(args, global, printer),
+        Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

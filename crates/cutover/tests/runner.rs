@@ -10,4 +10,5 @@ mod test_cli_releases;
 mod test_deploy;
 mod test_disk_and_terminal;
 mod test_kill;
+mod test_php;
 mod test_switch_atomicity;

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    load, parse, BuildSettings, Config, DeploySettings, HookSettings, SharedSettings,
+    load, parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, SharedSettings,
     DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
@@ -42,10 +42,12 @@ fn template_shows_every_key() {
         shared: SharedSettings { dirs, files },
         build: BuildSettings { run },
         hooks: HookSettings { before_switch },
+        php: PhpSettings { fpm, fpm_chroot },
     } = config;
     assert!(
         path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
     );
+    assert!(fpm.is_some() && fpm_chroot.is_some());
     for list in [exclude, dirs, files, run, before_switch] {
         assert!(!list.is_empty());
     }

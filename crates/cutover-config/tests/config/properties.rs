@@ -1,7 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    parse, BuildSettings, Config, DeploySettings, HookSettings, SharedSettings, TEMPLATE,
+    parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, SharedSettings,
+    TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -135,6 +136,7 @@ fn config() -> impl Strategy<Value = Config> {
             shared,
             build: BuildSettings { run },
             hooks: HookSettings { before_switch },
+            php: PhpSettings::default(),
         }
     })
 }

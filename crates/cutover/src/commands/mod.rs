@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod deploy;
 pub mod init;
+pub mod php;
 pub mod releases;
 pub mod rollback;
 pub mod switch;

@@ -1,0 +1,183 @@
+//! `Pool::status` and `Pool::reset` against a real, private php-fpm.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cutover_fastcgi::{Address, Client, Request};
+use cutover_php::{Error, Pool};
+use cutover_teststack::{make_readable_by_workers, FpmOptions, PhpFpm};
+
+struct Setup {
+    fpm: PhpFpm,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start(opts: FpmOptions) -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix("cutover-php-")
+            .tempdir()
+            .unwrap();
+        make_readable_by_workers(dir.path()).unwrap();
+        let fpm = PhpFpm::start(opts).unwrap();
+        Setup { fpm, dir }
+    }
+
+    fn address(&self) -> Address {
+        Address::Unix(self.fpm.unix_socket().unwrap().to_path_buf())
+    }
+
+    fn pool(&self) -> Pool {
+        Pool {
+            address: self.address(),
+            script_dir: self.dir.path().join(".cutover/php"),
+            chroot: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn app(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs a script of the "app" straight through the pool, as nginx would.
+    fn get(&self, script: &Path) -> String {
+        let mut client = Client::connect(&self.address(), Duration::from_secs(10)).unwrap();
+        let response = client.request(&Request::get(script, "")).unwrap();
+        response.body_text().into_owned()
+    }
+}
+
+fn write_world_readable(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    make_readable_by_workers(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn status_reports_opcache_and_ini_as_the_pool_sees_them() {
+    let setup = Setup::start(FpmOptions::default());
+    let status = setup.pool().status().unwrap();
+    let opcache = status.opcache.as_ref().expect("OPcache status");
+    assert!(opcache.enabled);
+    assert_eq!(status.sapi, "fpm-fcgi");
+    assert_eq!(status.ini_value("opcache.validate_timestamps"), Some("0"));
+    assert!(
+        setup.fpm.worker_pids().contains(&status.pid),
+        "pid {} is not a worker",
+        status.pid
+    );
+    assert!(status.ini.contains_key("realpath_cache_ttl"));
+    // The script is removed after the request.
+    let left: Vec<_> = std::fs::read_dir(setup.dir.path().join(".cutover/php"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn reset_makes_the_pool_see_changed_code() {
+    let setup = Setup::start(FpmOptions::default());
+    let index = setup.app("public/index.php");
+    write_world_readable(&index, "<?php echo 'v1';");
+    assert_eq!(setup.get(&index), "v1");
+    // validate_timestamps=0: an in-place change stays invisible, as in production.
+    std::fs::write(&index, "<?php echo 'v2 changed';").unwrap();
+    for _ in 0..8 {
+        assert_eq!(
+            setup.get(&index),
+            "v1",
+            "OPcache should still serve the cached script"
+        );
+    }
+    let before = setup
+        .pool()
+        .status()
+        .unwrap()
+        .opcache
+        .unwrap()
+        .manual_restarts;
+    let report = setup.pool().reset(Duration::from_secs(10)).unwrap();
+    let after = report.status.opcache.as_ref().unwrap();
+    assert!(!after.restart_pending);
+    assert_eq!(after.manual_restarts, before + 1);
+    for _ in 0..8 {
+        assert_eq!(setup.get(&index), "v2 changed");
+    }
+}
+
+#[test]
+fn restrict_api_is_reported_with_a_hint() {
+    let opts = FpmOptions {
+        extra_ini: vec![("opcache.restrict_api".into(), "/nonexistent/".into())],
+        // The stack's own OPcache probe is refused by restrict_api too.
+        check_opcache: false,
+        ..FpmOptions::default()
+    };
+    let setup = Setup::start(opts);
+    let status = setup.pool().status().unwrap();
+    assert!(status.opcache.is_none());
+    assert!(
+        status
+            .opcache_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("restrict_api"),
+        "{status:?}"
+    );
+    let err = setup.pool().reset(Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(err, Error::Opcache(_)), "{err}");
+    assert!(
+        err.hint().unwrap().contains("restrict_api"),
+        "{:?}",
+        err.hint()
+    );
+}
+
+#[test]
+fn open_basedir_outside_the_script_dir_is_explained() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let opts = FpmOptions {
+        open_basedir: Some(elsewhere.path().to_path_buf()),
+        ..FpmOptions::default()
+    };
+    let setup = Setup::start(opts);
+    let err = setup.pool().status().unwrap_err();
+    let hint = err.hint().unwrap_or_default();
+    assert!(err.to_string().contains("open_basedir"), "{err}");
+    assert!(hint.contains("open_basedir"), "{hint}");
+}
+
+#[test]
+fn a_script_dir_the_pool_cannot_read_is_explained() {
+    if !cutover_teststack::running_as_root() {
+        eprintln!("skipped: the pool runs as this user and can read everything it can");
+        return;
+    }
+    let setup = Setup::start(FpmOptions::default());
+    let private = setup.dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pool = Pool {
+        script_dir: private.join("php"),
+        ..setup.pool()
+    };
+    let err = pool.status().unwrap_err();
+    assert!(matches!(err, Error::FastCgi(_)), "{err}");
+    assert!(err.hint().is_some(), "{err} has no hint");
+}
+
+#[test]
+fn a_missing_socket_is_a_connect_error_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool {
+        address: Address::Unix(dir.path().join("no.sock")),
+        script_dir: dir.path().join("php"),
+        chroot: None,
+        timeout: Duration::from_secs(2),
+    };
+    let err = pool.status().unwrap_err();
+    assert!(err.to_string().contains("no.sock"), "{err}");
+    assert!(err.hint().is_some());
+}
