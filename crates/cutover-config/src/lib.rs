@@ -42,6 +42,8 @@ pub struct Config {
     pub hooks: HookSettings,
     #[serde(deserialize_with = "table")]
     pub php: PhpSettings,
+    #[serde(deserialize_with = "table")]
+    pub refresh: RefreshSettings,
 }
 
 /// `[deploy]`: where releases go and what they contain.
@@ -98,6 +100,37 @@ pub struct PhpSettings {
     /// The pool's `chroot`, if it has one: script paths are sent relative to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fpm_chroot: Option<PathBuf>,
+}
+
+/// `[refresh]`: how PHP is made to see the new release after every switch and rollback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefreshSettings {
+    /// Run in order after each switch; empty means none.
+    pub strategy: Vec<RefreshStrategy>,
+    /// For `fpm-reload`: the php-fpm master's pid file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fpm_pidfile: Option<PathBuf>,
+    /// For `command`: run with `sh -c`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Upper bound for each wait (the pool to answer again, OPcache to restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u64>,
+}
+
+/// One way of making PHP see the new release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshStrategy {
+    /// `opcache_reset()` in the pool over FastCGI, then wait until the restart happened.
+    OpcacheReset,
+    /// SIGUSR2 to the php-fpm master, then wait until new workers answer.
+    FpmReload,
+    /// Any command, e.g. `systemctl reload php8.2-fpm` or `apachectl -k graceful`.
+    Command,
+    /// Nothing: the web server hands PHP resolved paths (nginx `$realpath_root`).
+    None,
 }
 
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative

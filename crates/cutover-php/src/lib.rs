@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use cutover_fastcgi::{Address, Client, Request};
 
+pub mod reload;
+
 const STATUS_SCRIPT: &str = include_str!("scripts/status.php");
 const RESET_SCRIPT: &str = include_str!("scripts/reset.php");
 

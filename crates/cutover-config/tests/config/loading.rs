@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    load, parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, SharedSettings,
-    DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
+    load, parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, RefreshSettings,
+    SharedSettings, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
 #[test]
@@ -43,7 +43,16 @@ fn template_shows_every_key() {
         build: BuildSettings { run },
         hooks: HookSettings { before_switch },
         php: PhpSettings { fpm, fpm_chroot },
+        refresh:
+            RefreshSettings {
+                strategy,
+                fpm_pidfile,
+                command,
+                wait_seconds,
+            },
     } = config;
+    assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
+    assert_eq!(wait_seconds, Some(30));
     assert!(
         path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
     );

@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, SharedSettings,
-    TEMPLATE,
+    parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, RefreshSettings,
+    SharedSettings, TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -137,6 +137,7 @@ fn config() -> impl Strategy<Value = Config> {
             build: BuildSettings { run },
             hooks: HookSettings { before_switch },
             php: PhpSettings::default(),
+            refresh: RefreshSettings::default(),
         }
     })
 }

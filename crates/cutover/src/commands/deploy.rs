@@ -1,24 +1,29 @@
 use crate::cli::{DeployArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::{human_bytes, Printer};
-use crate::settings;
+use crate::{refresh, settings};
 
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
     let deploy = settings::deploy_path(&args.target, &config)?;
     let opts = settings::deploy_options(args, &config)?;
+    let refresh_plan = refresh::plan(&config, &deploy)?;
     // A first deploy that fails must leave no deploy path behind, as if never run.
     let created = deploy.outermost_missing().filter(|_| !args.change.dry_run);
     let outcome = settings::guard(&deploy, &args.change).and_then(|guard| {
         let progress = printer.progress("staging");
-        Ok(cutover_core::deploy::deploy(
+        let report = cutover_core::deploy::deploy(&deploy, &opts, guard.mode(), &progress)?;
+        drop(progress);
+        let refreshed = refresh::after_switch(
+            refresh_plan.as_ref(),
             &deploy,
-            &opts,
             guard.mode(),
-            &progress,
-        )?)
+            &report.release,
+            report.previous.as_ref(),
+        )?;
+        Ok((report, refreshed))
     });
-    let report = match outcome {
+    let (report, refreshed) = match outcome {
         Ok(report) => report,
         Err(error) => {
             if let Some(dir) = created {
@@ -31,7 +36,10 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     for warning in &report.warnings {
         printer.warn(warning);
     }
-    let json = serde_json::to_value(&report).unwrap_or_default();
+    let mut json = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(refreshed) = &refreshed {
+        json["refresh"] = serde_json::to_value(refreshed).unwrap_or_default();
+    }
     printer.result(&json, || {
         let files = &report.files;
         let was = report

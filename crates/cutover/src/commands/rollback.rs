@@ -8,6 +8,7 @@ use cutover_core::history::EventKind;
 pub fn rollback(args: &RollbackArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
+    let plan = crate::refresh::plan(&config, &deploy)?;
     let guard = settings::guard(&deploy, &args.change)?;
     // Chosen under the lock, so a deploy finishing meanwhile cannot change what "previous" is.
     let release = match &args.release {
@@ -15,6 +16,14 @@ pub fn rollback(args: &RollbackArgs, global: &GlobalArgs, printer: Printer) -> R
         None => rollback_target(&deploy)?,
     };
     let activation = activate(&deploy, &release, EventKind::RolledBack, guard.mode())?;
-    super::switch::report(&activation, args.change.dry_run, "Rolled back", printer);
+    let refreshed =
+        super::switch::refresh_after(plan.as_ref(), &deploy, guard.mode(), &activation)?;
+    super::switch::report(
+        &activation,
+        refreshed.as_ref(),
+        args.change.dry_run,
+        "Rolled back",
+        printer,
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 use crate::cli::{GlobalArgs, SwitchArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::settings;
+use crate::{refresh, settings};
 use cutover_core::activate::{activate, Activation};
 use cutover_core::history::EventKind;
 
@@ -9,18 +9,54 @@ pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let config = settings::load_config(global)?;
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let release = settings::release_id(&args.release)?;
+    let plan = refresh::plan(&config, &deploy)?;
     let guard = settings::guard(&deploy, &args.change)?;
     let activation = activate(&deploy, &release, EventKind::Switched, guard.mode())?;
-    report(&activation, args.change.dry_run, "Switched", printer);
+    let refreshed = refresh_after(plan.as_ref(), &deploy, guard.mode(), &activation)?;
+    report(
+        &activation,
+        refreshed.as_ref(),
+        args.change.dry_run,
+        "Switched",
+        printer,
+    );
     Ok(())
 }
 
+/// Refreshes unless nothing was switched. Shared by `switch` and `rollback`.
+pub fn refresh_after(
+    plan: Option<&refresh::RefreshPlan>,
+    deploy: &cutover_core::DeployPath,
+    mode: cutover_core::Mode<'_>,
+    activation: &Activation,
+) -> Result<Option<refresh::RefreshReport>> {
+    if activation.unchanged {
+        return Ok(None);
+    }
+    refresh::after_switch(
+        plan,
+        deploy,
+        mode,
+        &activation.release,
+        activation.previous.as_ref(),
+    )
+}
+
 /// Shared by `switch` and `rollback`.
-pub fn report(activation: &Activation, dry_run: bool, verb: &str, printer: Printer) {
+pub fn report(
+    activation: &Activation,
+    refreshed: Option<&refresh::RefreshReport>,
+    dry_run: bool,
+    verb: &str,
+    printer: Printer,
+) {
     for warning in &activation.warnings {
         printer.warn(warning);
     }
     let mut json = serde_json::to_value(activation).unwrap_or_default();
+    if let Some(refreshed) = refreshed {
+        json["refresh"] = serde_json::to_value(refreshed).unwrap_or_default();
+    }
     json["dry_run"] = dry_run.into();
     printer.result(&json, || {
         let from = activation

@@ -1,0 +1,197 @@
+//! Making PHP see the release `current` now names, after every switch and rollback.
+//!
+//! The switch is atomic on disk, but OPcache is keyed by the unresolved path and each
+//! worker caches realpaths: without a refresh, `$document_root` setups keep serving the
+//! old release. A refresh that fails would leave exactly that, so the switch is undone.
+
+use std::time::{Duration, Instant};
+
+use cutover_config::{Config, RefreshStrategy};
+use cutover_core::activate::activate;
+use cutover_core::history::EventKind;
+use cutover_core::{DeployPath, Mode, ReleaseId};
+use cutover_php::Pool;
+
+use crate::error::{CommandError, Kind, Result};
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// What to run after a switch, checked before anything is switched.
+pub struct RefreshPlan {
+    strategies: Vec<RefreshStrategy>,
+    pool: Option<Pool>,
+    fpm_pidfile: Option<std::path::PathBuf>,
+    command: Option<String>,
+    wait: Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshReport {
+    pub steps: Vec<RefreshStep>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshStep {
+    pub strategy: RefreshStrategy,
+    pub seconds: f64,
+}
+
+/// `None` when nothing is to be done (no strategy, or only `none`).
+pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>> {
+    let settings = &config.refresh;
+    let strategies: Vec<_> = settings
+        .strategy
+        .iter()
+        .copied()
+        .filter(|s| *s != RefreshStrategy::None)
+        .collect();
+    if strategies.is_empty() {
+        return Ok(None);
+    }
+    let pool = match &config.php.fpm {
+        Some(text) => Some(Pool {
+            address: text.parse().map_err(|e: cutover_fastcgi::Error| {
+                CommandError::usage(
+                    format!("[php] fpm: {e}"),
+                    "write `unix:/path/to.sock`, `/path/to.sock` or `127.0.0.1:9000`",
+                )
+            })?,
+            script_dir: deploy.state_dir().join("php"),
+            chroot: config.php.fpm_chroot.clone(),
+            timeout: Duration::from_secs(10),
+        }),
+        None => None,
+    };
+    let needs = |what: &str, hint: &str| {
+        CommandError::usage(format!("[refresh] strategy needs {what}"), hint)
+    };
+    for strategy in &strategies {
+        match strategy {
+            RefreshStrategy::OpcacheReset if pool.is_none() => {
+                return Err(needs("the pool's address for opcache-reset", "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table"))
+            }
+            RefreshStrategy::FpmReload if settings.fpm_pidfile.is_none() => {
+                return Err(needs("fpm_pidfile for fpm-reload", "set `fpm_pidfile = \"/run/php/php8.2-fpm.pid\"` in [refresh], or use strategy \"command\" with `systemctl reload php8.2-fpm`"))
+            }
+            RefreshStrategy::Command if settings.command.is_none() => {
+                return Err(needs("a command for \"command\"", "set `command = \"...\"` in [refresh]"))
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(RefreshPlan {
+        strategies,
+        pool,
+        fpm_pidfile: settings.fpm_pidfile.clone(),
+        command: settings.command.clone(),
+        wait: settings
+            .wait_seconds
+            .map_or(DEFAULT_WAIT, Duration::from_secs),
+    }))
+}
+
+fn run(plan: &RefreshPlan, deploy: &DeployPath, release: &ReleaseId) -> Result<RefreshReport> {
+    let mut steps = Vec::new();
+    for strategy in &plan.strategies {
+        let started = Instant::now();
+        match strategy {
+            RefreshStrategy::OpcacheReset => {
+                if let Some(pool) = &plan.pool {
+                    pool.reset(plan.wait)?;
+                }
+            }
+            RefreshStrategy::FpmReload => {
+                if let Some(pidfile) = &plan.fpm_pidfile {
+                    cutover_php::reload::reload(pidfile, plan.pool.as_ref(), plan.wait).map_err(
+                        |e| CommandError {
+                            kind: Kind::Failed,
+                            message: e.to_string(),
+                            causes: Vec::new(),
+                            hints: e.hint().into_iter().collect(),
+                        },
+                    )?;
+                }
+            }
+            RefreshStrategy::Command => {
+                if let Some(command) = &plan.command {
+                    let release_path = deploy.release(release).display().to_string();
+                    let root = deploy.root().display().to_string();
+                    let env = [
+                        ("CUTOVER_RELEASE", release.as_str()),
+                        ("CUTOVER_RELEASE_PATH", release_path.as_str()),
+                        ("CUTOVER_DEPLOY_PATH", root.as_str()),
+                    ];
+                    cutover_core::command::run(
+                        "refresh",
+                        command,
+                        deploy.root(),
+                        &env,
+                        &cutover_core::stage::Silent,
+                    )?;
+                }
+            }
+            RefreshStrategy::None => {}
+        }
+        steps.push(RefreshStep {
+            strategy: *strategy,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(RefreshReport { steps })
+}
+
+/// Refreshes after `release` became current. On failure, switches back to `previous`,
+/// refreshes for it, and returns the error: a release PHP cannot be made to see is not
+/// deployed.
+pub fn after_switch(
+    plan: Option<&RefreshPlan>,
+    deploy: &DeployPath,
+    mode: Mode<'_>,
+    release: &ReleaseId,
+    previous: Option<&ReleaseId>,
+) -> Result<Option<RefreshReport>> {
+    let Some(plan) = plan else {
+        return Ok(None);
+    };
+    if mode.is_dry_run() {
+        return Ok(None);
+    }
+    let error = match run(plan, deploy, release) {
+        Ok(report) => return Ok(Some(report)),
+        Err(error) => error,
+    };
+    let mut causes = vec![error.message];
+    causes.extend(error.causes);
+    let (message, hint) = match previous {
+        Some(previous) => {
+            activate(deploy, previous, EventKind::RolledBack, mode)?;
+            if let Err(again) = run(plan, deploy, previous) {
+                causes.push(format!(
+                    "refreshing {previous} after switching back failed too: {}",
+                    again.message
+                ));
+            }
+            (
+                format!("the refresh after switching to {release} failed, so `current` was switched back to {previous}"),
+                format!("{previous} is live again; fix the refresh (see above) and deploy again"),
+            )
+        }
+        None => (
+            format!("the refresh after switching to {release} failed, and there is no earlier release to go back to"),
+            "fix the refresh (see above) and deploy again".to_string(),
+        ),
+    };
+    // The refresh's own hint first (it names the setting), then the state we left.
+    let mut hints: Vec<String> = error
+        .hints
+        .into_iter()
+        .filter(|h| !h.starts_with("nothing was switched"))
+        .collect();
+    hints.push(hint);
+    Err(CommandError {
+        kind: Kind::Failed,
+        message,
+        causes,
+        hints,
+    })
+}
