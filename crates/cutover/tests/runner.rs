@@ -11,4 +11,5 @@ mod test_deploy;
 mod test_disk_and_terminal;
 mod test_kill;
 mod test_php;
+mod test_refresh;
 mod test_switch_atomicity;
