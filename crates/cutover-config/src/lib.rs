@@ -44,6 +44,8 @@ pub struct Config {
     pub php: PhpSettings,
     #[serde(deserialize_with = "table")]
     pub refresh: RefreshSettings,
+    #[serde(deserialize_with = "table")]
+    pub health: HealthSettings,
 }
 
 /// `[deploy]`: where releases go and what they contain.
@@ -117,6 +119,24 @@ pub struct RefreshSettings {
     /// Upper bound for each wait (the pool to answer again, OPcache to restart).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u64>,
+}
+
+/// `[health]`: how to tell, after the switch and refresh, that the new release is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// An `http://` URL (plain HTTP, usually loopback) that must answer 2xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Or a script run straight in the pool ([php] fpm), relative to `current/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fastcgi_script: Option<String>,
+    /// Whether the body must contain the new release id (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_release: Option<bool>,
+    /// How long to keep retrying before rolling back (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// One way of making PHP see the new release.

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod error;
+mod health;
 mod printer;
 mod refresh;
 mod settings;

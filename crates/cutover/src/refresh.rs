@@ -23,11 +23,14 @@ pub struct RefreshPlan {
     fpm_pidfile: Option<std::path::PathBuf>,
     command: Option<String>,
     wait: Duration,
+    health: Option<crate::health::HealthCheck>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RefreshReport {
     pub steps: Vec<RefreshStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthReport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,7 +39,7 @@ pub struct RefreshStep {
     pub seconds: f64,
 }
 
-/// `None` when nothing is to be done (no strategy, or only `none`).
+/// `None` when nothing is to be done (no strategy but `none`, and no health check).
 pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>> {
     let settings = &config.refresh;
     let strategies: Vec<_> = settings
@@ -45,7 +48,8 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
         .copied()
         .filter(|s| *s != RefreshStrategy::None)
         .collect();
-    if strategies.is_empty() {
+    let health = crate::health::plan(config, deploy)?;
+    if strategies.is_empty() && health.is_none() {
         return Ok(None);
     }
     let pool = match &config.php.fpm {
@@ -87,6 +91,7 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
         wait: settings
             .wait_seconds
             .map_or(DEFAULT_WAIT, Duration::from_secs),
+        health,
     }))
 }
 
@@ -137,7 +142,11 @@ fn run(plan: &RefreshPlan, deploy: &DeployPath, release: &ReleaseId) -> Result<R
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    Ok(RefreshReport { steps })
+    let health = match &plan.health {
+        Some(check) => Some(check.check(release)?),
+        None => None,
+    };
+    Ok(RefreshReport { steps, health })
 }
 
 /// Refreshes after `release` became current. On failure, switches back to `previous`,
@@ -172,13 +181,13 @@ pub fn after_switch(
                 ));
             }
             (
-                format!("the refresh after switching to {release} failed, so `current` was switched back to {previous}"),
-                format!("{previous} is live again; fix the refresh (see above) and deploy again"),
+                format!("after switching to {release} the refresh or health check failed, so `current` was switched back to {previous}"),
+                format!("{previous} is live again; fix what is named above and deploy again"),
             )
         }
         None => (
-            format!("the refresh after switching to {release} failed, and there is no earlier release to go back to"),
-            "fix the refresh (see above) and deploy again".to_string(),
+            format!("after switching to {release} the refresh or health check failed, and there is no earlier release to go back to"),
+            "fix what is named above and deploy again".to_string(),
         ),
     };
     // The refresh's own hint first (it names the setting), then the state we left.

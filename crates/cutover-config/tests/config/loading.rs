@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    load, parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, RefreshSettings,
-    SharedSettings, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
+    load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, PhpSettings,
+    RefreshSettings, SharedSettings, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
 #[test]
@@ -50,7 +50,16 @@ fn template_shows_every_key() {
                 command,
                 wait_seconds,
             },
+        health:
+            HealthSettings {
+                url,
+                fastcgi_script,
+                expect_release,
+                timeout_seconds,
+            },
     } = config;
+    assert!(url.is_some() && fastcgi_script.is_some());
+    assert_eq!((expect_release, timeout_seconds), (Some(true), Some(10)));
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
     assert_eq!(wait_seconds, Some(30));
     assert!(

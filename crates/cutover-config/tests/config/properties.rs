@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    parse, BuildSettings, Config, DeploySettings, HookSettings, PhpSettings, RefreshSettings,
-    SharedSettings, TEMPLATE,
+    parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, PhpSettings,
+    RefreshSettings, SharedSettings, TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -138,6 +138,7 @@ fn config() -> impl Strategy<Value = Config> {
             hooks: HookSettings { before_switch },
             php: PhpSettings::default(),
             refresh: RefreshSettings::default(),
+            health: HealthSettings::default(),
         }
     })
 }
