@@ -122,3 +122,71 @@ fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The php-fpm master's `process_control_timeout` in seconds, read from the config file its
+/// process title names (`php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)`).
+/// `None` when that cannot be read (another user's process, a renamed title).
+///
+/// It matters because a reload with the default of 0 does not let workers finish: php-fpm
+/// terminates them at once and their in-flight requests get 502.
+pub fn process_control_timeout(pidfile: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let title = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let title = String::from_utf8_lossy(&title);
+    let config = title.split_once('(')?.1.rsplit_once(')')?.0;
+    parse_process_control_timeout(&std::fs::read_to_string(config).ok()?)
+}
+
+/// Reads `process_control_timeout` from the `[global]` section of php-fpm.conf text; 0 when
+/// it is not set (php-fpm's default). Units: s (default), m, h, d.
+pub fn parse_process_control_timeout(text: &str) -> Option<u32> {
+    let mut in_global = false;
+    let mut value = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with(';') || line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            in_global = line.eq_ignore_ascii_case("[global]");
+            continue;
+        }
+        let Some((key, raw)) = line.split_once('=') else {
+            continue;
+        };
+        if !in_global || key.trim() != "process_control_timeout" {
+            continue;
+        }
+        let raw = raw.trim().trim_matches('"');
+        let (digits, unit) =
+            raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+        let number: u32 = digits.parse().ok()?;
+        value = match unit.trim() {
+            "" | "s" => number,
+            "m" => number.saturating_mul(60),
+            "h" => number.saturating_mul(3600),
+            "d" => number.saturating_mul(86400),
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_process_control_timeout as parse;
+
+    #[test]
+    fn reads_the_global_setting_with_units() {
+        assert_eq!(parse("[global]\npid = x\n"), Some(0));
+        assert_eq!(parse("[global]\nprocess_control_timeout = 10\n"), Some(10));
+        assert_eq!(parse("[global]\nprocess_control_timeout = 2m\n"), Some(120));
+        assert_eq!(parse("; process_control_timeout = 9\n[global]\n"), Some(0));
+        // A pool section cannot set it.
+        assert_eq!(
+            parse("[global]\n[www]\nprocess_control_timeout = 10\n"),
+            Some(0)
+        );
+        assert_eq!(parse("[global]\nprocess_control_timeout = ten\n"), None);
+    }
+}

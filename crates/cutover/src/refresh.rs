@@ -74,6 +74,12 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
             RefreshStrategy::OpcacheReset if pool.is_none() => {
                 return Err(needs("the pool's address for opcache-reset", "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table"))
             }
+            RefreshStrategy::FpmReload if drops_requests(settings.fpm_pidfile.as_deref()) => {
+                return Err(CommandError::usage(
+                    "[refresh] fpm-reload would kill in-flight requests: php-fpm's process_control_timeout is 0",
+                    "set `process_control_timeout = 10s` in the [global] section of php-fpm.conf (workers then finish their request before the reload), or use strategy \"opcache-reset\"",
+                ))
+            }
             RefreshStrategy::FpmReload if settings.fpm_pidfile.is_none() => {
                 return Err(needs("fpm_pidfile for fpm-reload", "set `fpm_pidfile = \"/run/php/php8.2-fpm.pid\"` in [refresh], or use strategy \"command\" with `systemctl reload php8.2-fpm`"))
             }
@@ -93,6 +99,12 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
             .map_or(DEFAULT_WAIT, Duration::from_secs),
         health,
     }))
+}
+
+/// A reload with process_control_timeout = 0 terminates workers mid-request (502s). Only
+/// a value read as 0 refuses; an unreadable config is not held against the user.
+fn drops_requests(pidfile: Option<&std::path::Path>) -> bool {
+    pidfile.and_then(cutover_php::reload::process_control_timeout) == Some(0)
 }
 
 fn run(plan: &RefreshPlan, deploy: &DeployPath, release: &ReleaseId) -> Result<RefreshReport> {

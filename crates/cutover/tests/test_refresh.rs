@@ -117,6 +117,10 @@ struct Stack {
 impl Stack {
     /// `realpath_root`: nginx passes `$realpath_root` instead of `$document_root`.
     fn start(realpath_root: bool) -> Stack {
+        Stack::start_with(realpath_root, FpmOptions::default())
+    }
+
+    fn start_with(realpath_root: bool, fpm_options: FpmOptions) -> Stack {
         let sb = Sandbox::new();
         write_app(&sb.path().join("v1"), "v1");
         write_app(&sb.path().join("v2"), "v2");
@@ -124,7 +128,7 @@ impl Stack {
         make_readable_by_workers(sb.path()).unwrap();
         let deploy = std::fs::canonicalize(sb.deploy()).unwrap();
 
-        let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
+        let fpm = PhpFpm::start(fpm_options).unwrap();
         let mut options = NginxOptions::new(deploy.join("current/public"), fpm.fastcgi_target());
         options.realpath_root = realpath_root;
         let nginx = Nginx::start(options).unwrap();
@@ -320,7 +324,9 @@ fn opcache_reset_makes_document_root_serve_the_new_release_at_once() {
 
 #[test]
 fn fpm_reload_replaces_the_workers_and_serves_the_new_release_at_once() {
-    let stack = Stack::start(false);
+    // Workers may finish their request before the reload (cutover refuses a reload that
+    // would kill them: see fpm_reload_that_would_kill_requests_is_refused).
+    let stack = Stack::start_with(false, reload_safe_fpm());
     let pidfile = stack.fpm.pidfile().display().to_string();
     let config = stack.config(
         "reload.toml",
@@ -576,5 +582,119 @@ fn the_refresh_command_runs_after_the_switch_with_the_release_in_its_environment
             Some(release),
             "`current` must already point at the release when the command runs: {call:?}"
         );
+    }
+}
+
+/// A pool whose reload lets workers finish the request they are serving.
+fn reload_safe_fpm() -> FpmOptions {
+    FpmOptions {
+        process_control_timeout: Some(10),
+        ..FpmOptions::default()
+    }
+}
+
+/// Sends SIGUSR2 to the master while [`WORKERS`] requests to a 400 ms page are in flight;
+/// returns how many of them failed. Bounded: one round of requests, each with the HTTP
+/// client's own timeout.
+fn failures_during_reload(stack: &Stack) -> usize {
+    let url = stack.nginx.url("/slow.php");
+    let master = rustix::process::Pid::from_raw(stack.fpm.master_pid() as i32).unwrap();
+    let barrier = Barrier::new(WORKERS + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    Page::get(&url)
+                })
+            })
+            .collect();
+        barrier.wait();
+        std::thread::sleep(Duration::from_millis(150));
+        rustix::process::kill_process(master, rustix::process::Signal::USR2).unwrap();
+        let failed = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|page| page.status != 200 || !page.body.contains("slow done"))
+            .count();
+        wait_until_back(&stack.fpm);
+        failed
+    })
+}
+
+/// The master re-executes itself on SIGUSR2 and rewrites its pid file: wait (bounded)
+/// until it answers again before the next step reads that file.
+fn wait_until_back(fpm: &PhpFpm) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(fpm.pidfile().exists() && fpm.ping().is_ok()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "php-fpm did not come back after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The case: fpm-reload with php-fpm's default process_control_timeout = 0 drops
+/// in-flight requests. The test first shows the 502s on the real pool, then that cutover
+/// refuses that setup before switching, and that the same reload with a timeout loses none.
+#[test]
+fn fpm_reload_that_would_kill_requests_is_refused() {
+    const SLOW: &str = "<?php usleep(400000); echo \"slow done\\n\";\n";
+    for (fpm_options, kills) in [(FpmOptions::default(), true), (reload_safe_fpm(), false)] {
+        let stack = Stack::start_with(false, fpm_options);
+        for version in ["v1", "v2"] {
+            write(&stack.sb.path().join(version).join("public/slow.php"), SLOW);
+        }
+        make_readable_by_workers(stack.sb.path()).unwrap();
+        let plain = stack.config("plain.toml", "");
+        stack.deploy("v1", &plain);
+
+        // The failure itself, measured on the pool (up to 3 rounds to catch it).
+        let failed: usize = (0..if kills { 3 } else { 1 })
+            .map(|_| failures_during_reload(&stack))
+            .find(|&n| n > 0)
+            .unwrap_or(0);
+        if kills {
+            assert!(
+                failed > 0,
+                "a reload with process_control_timeout = 0 lost no request"
+            );
+        } else {
+            assert_eq!(
+                failed, 0,
+                "a reload with process_control_timeout = 10 lost requests"
+            );
+        }
+
+        let pidfile = stack.fpm.pidfile().display().to_string();
+        let reload = stack.config(
+            "reload.toml",
+            &format!("strategy = [\"fpm-reload\"]\nfpm_pidfile = \"{pidfile}\""),
+        );
+        let source = stack.sb.path().join("v2").display().to_string();
+        let to = stack.deploy.display().to_string();
+        let out = stack.sb.run(&[
+            "deploy",
+            &source,
+            "--to",
+            &to,
+            "--release",
+            "v2",
+            "--config",
+            &reload,
+        ]);
+        if kills {
+            assert_eq!(exit_code(&out), 2, "{}", text(&out));
+            assert!(
+                stderr(&out).contains("process_control_timeout"),
+                "{}",
+                text(&out)
+            );
+            assert_eq!(stack.current(), "v1", "a refused deploy must not switch");
+        } else {
+            assert!(out.status.success(), "{}", text(&out));
+            assert_eq!(stack.current(), "v2");
+        }
     }
 }
