@@ -128,7 +128,8 @@ pub struct HealthSettings {
     /// An `http://` URL (plain HTTP, usually loopback) that must answer 2xx.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Or a script run straight in the pool ([php] fpm), relative to `current/`.
+    /// And/or a script run straight in the pool ([php] fpm), relative to `current/`; every
+    /// configured probe must pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fastcgi_script: Option<String>,
     /// Whether the body must contain the new release id (default true).

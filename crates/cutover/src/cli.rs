@@ -45,9 +45,49 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Remove old releases and what interrupted deploys left behind.
     Cleanup(CleanupArgs),
+    /// Prove a setup under load: flip between two releases while requesting a URL, then
+    /// measure failed and mixed responses and how fast the last release becomes visible.
+    Verify(VerifyArgs),
     /// Ask the php-fpm pool about OPcache, or reset it (no PHP needed on this machine).
     #[command(subcommand)]
     Php(PhpCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The page to request (plain http://, usually the app on this machine).
+    #[arg(long)]
+    pub url: String,
+    /// The two releases to flip between, `A,B`; the run ends on B.
+    #[arg(long, value_name = "A,B")]
+    pub between: String,
+    /// How long to flip.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
+    pub duration: Duration,
+    /// Time between switches.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "200ms")]
+    pub flip_every: Duration,
+    /// Keep-alive connections requesting at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: u64,
+    /// A regex whose matches (group 1 if any) name the release that produced a part of
+    /// the page; default: the two release ids as words. A page naming both is mixed.
+    #[arg(long, value_name = "REGEX")]
+    pub release_marker: Option<String>,
+    /// Load before the first switch, for the steady-state latency.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
+    pub baseline: Duration,
+    /// How long to keep requesting after the last switch, waiting for B to be seen by all.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
+    pub settle: Duration,
+    /// Upper bound on requests, whatever the durations.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub max_requests: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Wait up to this long for another deploy's lock.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_lock: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,7 +19,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 const MAX_BODY: usize = 64 * 1024;
 
 pub struct HealthCheck {
-    probe: Probe,
+    /// Every probe must pass: through the web server, straight in the pool, or both.
+    probes: Vec<Probe>,
     expect_release: bool,
     timeout: Duration,
 }
@@ -48,36 +49,32 @@ pub struct HealthReport {
 
 pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<HealthCheck>> {
     let settings = &config.health;
-    let probe =
-        match (&settings.url, &settings.fastcgi_script) {
-            (Some(_), Some(_)) => return Err(CommandError::usage(
-                "[health] has both url and fastcgi_script",
-                "keep one: url checks through the web server, fastcgi_script straight in the pool",
-            )),
-            (Some(url), None) => parse_url(url)?,
-            (None, Some(script)) => {
-                let fpm = config.php.fpm.as_deref().ok_or_else(|| {
-                    CommandError::usage(
-                        "[health] fastcgi_script needs the pool's address",
-                        "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table",
-                    )
-                })?;
-                let pool = fpm.parse().map_err(|e: cutover_fastcgi::Error| {
-                    CommandError::usage(
-                        format!("[php] fpm: {e}"),
-                        "write `unix:/path/to.sock` or `127.0.0.1:9000`",
-                    )
-                })?;
-                // Through `current`, as a `$document_root` web server would send it.
-                Probe::FastCgi {
-                    pool,
-                    script: deploy.current().join(script.trim_start_matches('/')),
-                }
-            }
-            (None, None) => return Ok(None),
-        };
+    let mut probes = Vec::new();
+    if let Some(url) = &settings.url {
+        probes.push(parse_url(url)?);
+    }
+    if let Some(script) = &settings.fastcgi_script {
+        let fpm = config.php.fpm.as_deref().ok_or_else(|| {
+            CommandError::usage(
+                "[health] fastcgi_script needs the pool's address",
+                "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table",
+            )
+        })?;
+        let pool = fpm.parse().map_err(|e: cutover_fastcgi::Error| {
+            CommandError::usage(
+                format!("[php] fpm: {e}"),
+                "write `unix:/path/to.sock` or `127.0.0.1:9000`",
+            )
+        })?;
+        // Through `current`, as a `$document_root` web server would send it.
+        let script = deploy.current().join(script.trim_start_matches('/'));
+        probes.push(Probe::FastCgi { pool, script });
+    }
+    if probes.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(HealthCheck {
-        probe,
+        probes,
         expect_release: settings.expect_release.unwrap_or(true),
         timeout: settings
             .timeout_seconds
@@ -123,21 +120,29 @@ impl HealthCheck {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let seen = self.attempt();
-            let verdict = match &seen {
-                Ok((status, _)) if !(200..300).contains(status) => {
-                    Err(format!("answered {status}"))
+            let mut status = None;
+            let mut verdict = Ok(());
+            for probe in &self.probes {
+                let seen = self.attempt(probe);
+                status = seen.as_ref().ok().map(|(code, _)| *code);
+                verdict = match &seen {
+                    Ok((code, _)) if !(200..300).contains(code) => {
+                        Err(format!("{} answered {code}", probe.target()))
+                    }
+                    Ok((_, body)) if self.expect_release && !body.contains(release.as_str()) => {
+                        Err(format!(
+                            "{} answered without the release id {release}: {}",
+                            probe.target(),
+                            snippet(body)
+                        ))
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(format!("{}: {e}", probe.target())),
+                };
+                if verdict.is_err() {
+                    break;
                 }
-                Ok((_, body)) if self.expect_release && !body.contains(release.as_str()) => {
-                    Err(format!(
-                        "answered without the release id {release}: {}",
-                        snippet(body)
-                    ))
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.clone()),
-            };
-            let status = seen.as_ref().ok().map(|(status, _)| *status);
+            }
             let report = HealthReport {
                 target: self.target(),
                 attempts,
@@ -165,14 +170,12 @@ impl HealthCheck {
     }
 
     fn target(&self) -> String {
-        match &self.probe {
-            Probe::Http { url, .. } => url.clone(),
-            Probe::FastCgi { pool, script } => format!("{} {}", pool, script.display()),
-        }
+        let targets: Vec<String> = self.probes.iter().map(Probe::target).collect();
+        targets.join(" and ")
     }
 
-    fn attempt(&self) -> std::result::Result<(u16, String), String> {
-        match &self.probe {
+    fn attempt(&self, probe: &Probe) -> std::result::Result<(u16, String), String> {
+        match probe {
             Probe::Http {
                 host, port, path, ..
             } => http_get(host, *port, path, self.timeout),
@@ -184,6 +187,15 @@ impl HealthCheck {
                     .map_err(|e| e.to_string())?;
                 Ok((response.status, response.body_text().into_owned()))
             }
+        }
+    }
+}
+
+impl Probe {
+    fn target(&self) -> String {
+        match self {
+            Probe::Http { url, .. } => url.clone(),
+            Probe::FastCgi { pool, script } => format!("{} {}", pool, script.display()),
         }
     }
 }

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => commands::switch::switch(args, global, printer),
         Command::Rollback(args) => commands::rollback::rollback(args, global, printer),
         Command::Cleanup(args) => commands::cleanup::cleanup(args, global, printer),
+        Command::Verify(args) => commands::verify::verify(args, global, printer),
         Command::Php(cli::PhpCommand::Status(args)) => commands::php::status(args, global, printer),
         Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
     };

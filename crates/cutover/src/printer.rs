@@ -2,7 +2,11 @@
 //! (JSON with --json), progress only on a terminal.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// stdout carries one JSON document: a command that printed its result and then fails
+/// (verify's verdict) does not print a second one for the error.
+static RESULT_PRINTED: AtomicBool = AtomicBool::new(false);
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,6 +18,13 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// A status line for people (stderr); not shown with --quiet or --json.
+    pub fn progress_line(&self, line: &str) {
+        if !self.quiet && !self.json {
+            eprintln!("{line}");
+        }
+    }
+
     /// Shown unless --quiet, also beside --json (on stderr, so stdout stays one document).
     pub fn warn(&self, line: impl AsRef<str>) {
         if !self.quiet {
@@ -24,6 +35,7 @@ impl Printer {
     /// The result: JSON on stdout with --json, else the human text on stdout.
     pub fn result(&self, json: &serde_json::Value, human: impl FnOnce() -> String) {
         let mut out = std::io::stdout().lock();
+        RESULT_PRINTED.store(true, Relaxed);
         let _ = if self.json {
             writeln!(
                 out,
@@ -38,7 +50,7 @@ impl Printer {
     }
 
     pub fn error(&self, error: &crate::error::CommandError) {
-        if self.json {
+        if self.json && !RESULT_PRINTED.load(Relaxed) {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&error.to_json()).unwrap_or_default()

@@ -14,3 +14,4 @@ mod test_kill;
 mod test_php;
 mod test_refresh;
 mod test_switch_atomicity;
+mod test_verify;

@@ -7,3 +7,4 @@ pub mod php;
 pub mod releases;
 pub mod rollback;
 pub mod switch;
+pub mod verify;

@@ -1,0 +1,142 @@
+//! `cutover verify` on a real php-fpm behind a real nginx, with the app: index.php
+//! requires lib/A.php, sleeps 20 ms, requires lib/B.php; v2's A calls a function only v2's
+//! B defines (so mixing the two is a fatal error), and each file prints its release.
+
+use std::path::Path;
+
+use cutover_teststack::{make_readable_by_workers, FpmOptions, Nginx, NginxOptions, PhpFpm};
+
+use crate::common::*;
+
+const INDEX: &str = "<?php\nrequire __DIR__ . '/../lib/A.php';\nusleep(20000);\nrequire __DIR__ . '/../lib/B.php';\necho a() . ' ' . b() . \"\\n\";\n";
+
+fn write_release(dir: &Path, version: &str) {
+    write(&dir.join("public/index.php"), INDEX);
+    let (a, b) = if version == "v1" {
+        (
+            "function a() { return 'v1'; }",
+            "function b() { return 'v1'; }",
+        )
+    } else {
+        (
+            "function a() { return 'v2' . only_in_v2(); }",
+            "function b() { return 'v2'; }\nfunction only_in_v2() { return ''; }",
+        )
+    };
+    write(&dir.join("lib/A.php"), &format!("<?php\n{a}\n"));
+    write(&dir.join("lib/B.php"), &format!("<?php\n{b}\n"));
+}
+
+struct Stack {
+    nginx: Nginx,
+    fpm: PhpFpm,
+    sb: Sandbox,
+}
+
+impl Stack {
+    fn start(realpath_root: bool) -> Stack {
+        let sb = Sandbox::new();
+        for version in ["v1", "v2"] {
+            write_release(&sb.path().join(version), version);
+        }
+        std::fs::create_dir_all(sb.deploy()).unwrap();
+        make_readable_by_workers(sb.path()).unwrap();
+        let deploy = std::fs::canonicalize(sb.deploy()).unwrap();
+        let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
+        let mut options = NginxOptions::new(deploy.join("current/public"), fpm.fastcgi_target());
+        options.realpath_root = realpath_root;
+        let nginx = Nginx::start(options).unwrap();
+        let stack = Stack { nginx, fpm, sb };
+        for version in ["v1", "v2"] {
+            let src = stack.sb.path().join(version).display().to_string();
+            let to = stack.sb.deploy().display().to_string();
+            stack
+                .sb
+                .ok(&["deploy", &src, "--to", &to, "--release", version]);
+        }
+        make_readable_by_workers(stack.sb.path()).unwrap();
+        stack
+    }
+
+    /// Runs a short verify (bounded: ~5 s of load) with `refresh` as [refresh]'s body.
+    fn verify(&self, refresh: &str) -> (i32, serde_json::Value, String) {
+        let socket = self.fpm.unix_socket().unwrap().display().to_string();
+        let config = self.sb.path().join("verify.toml");
+        write(
+            &config,
+            &format!("[php]\nfpm = \"unix:{socket}\"\n[refresh]\n{refresh}\n"),
+        );
+        let (url, to) = (
+            self.nginx.url("/index.php"),
+            self.sb.deploy().display().to_string(),
+        );
+        let out = self.sb.run(&[
+            "verify",
+            "--url",
+            &url,
+            "--to",
+            &to,
+            "--between",
+            "v1,v2",
+            "--duration",
+            "3s",
+            "--flip-every",
+            "200ms",
+            "--concurrency",
+            "4",
+            "--baseline",
+            "500ms",
+            "--settle",
+            "1500ms",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ]);
+        let json =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        (exit_code(&out), json, text(&out))
+    }
+}
+
+fn assert_clean_pass(code: i32, v: &serde_json::Value, out: &str) {
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["mixed"], 0, "{v}");
+    assert!(v["switches"].as_u64().unwrap() >= 10, "{v}");
+    assert!(
+        v["served"]["a"].as_u64().unwrap() > 0 && v["served"]["b"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(v["visibility_ms"].as_f64().unwrap() < 1000.0, "{v}");
+    assert_eq!(v["passed"], true);
+}
+
+#[test]
+fn realpath_root_with_no_refresh_passes_under_load() {
+    let stack = Stack::start(true);
+    let (code, v, out) = stack.verify("strategy = [\"none\"]");
+    assert_clean_pass(code, &v, &out);
+    assert_eq!(
+        stack.sb.current().as_deref(),
+        Some("v2"),
+        "verify ends on B"
+    );
+}
+
+#[test]
+fn document_root_with_opcache_reset_passes_under_load() {
+    let stack = Stack::start(false);
+    let (code, v, out) = stack.verify("strategy = [\"opcache-reset\"]");
+    assert_clean_pass(code, &v, &out);
+}
+
+#[test]
+fn document_root_without_refresh_fails_verify() {
+    // The stale setup: B is never seen by every request, and verify says so.
+    let stack = Stack::start(false);
+    let (code, v, out) = stack.verify("strategy = [\"none\"]");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(v["passed"], false, "{v}");
+    assert!(v["visibility_ms"].is_null(), "{v}");
+    assert!(out.contains("never visible"), "{out}");
+}
