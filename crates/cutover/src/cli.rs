@@ -83,6 +83,11 @@ pub struct VerifyArgs {
     /// Upper bound on requests, whatever the durations.
     #[arg(long, default_value_t = 2_000_000)]
     pub max_requests: u64,
+    /// Measure another deploy method instead of cutover's switch: at each flip run this
+    /// with `sh -c`, with CUTOVER_SWITCH_TO set to A or B (e.g. an in-place rsync, or
+    /// `ln -sfn`). No deploy path, lock or refresh is involved then.
+    #[arg(long, value_name = "COMMAND")]
+    pub switch_command: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Wait up to this long for another deploy's lock.

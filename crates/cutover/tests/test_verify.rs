@@ -140,3 +140,59 @@ fn document_root_without_refresh_fails_verify() {
     assert!(v["visibility_ms"].is_null(), "{v}");
     assert!(out.contains("never visible"), "{out}");
 }
+
+/// The old way, measured with `--switch-command`: copying v2 over v1 in the live tree
+/// while PHP revalidates files on every request mixes the two in one request (a fatal
+/// "undefined function" or a page naming both). verify must say so.
+#[test]
+fn an_in_place_copy_is_caught_by_verify() {
+    let sb = Sandbox::new();
+    for version in ["v1", "v2"] {
+        write_release(&sb.path().join(version), version);
+    }
+    let live = sb.path().join("live");
+    write_release(&live, "v1");
+    make_readable_by_workers(sb.path()).unwrap();
+    let fpm = PhpFpm::start(FpmOptions {
+        validate_timestamps: true,
+        revalidate_freq: 0,
+        ..FpmOptions::default()
+    })
+    .unwrap();
+    let nginx = Nginx::start(NginxOptions::new(live.join("public"), fpm.fastcgi_target())).unwrap();
+    let copy = format!(
+        "cp -r {}/$CUTOVER_SWITCH_TO/. {}/",
+        sb.path().display(),
+        live.display()
+    );
+    let url = nginx.url("/index.php");
+    let out = sb.run(&[
+        "verify",
+        "--url",
+        &url,
+        "--between",
+        "v1,v2",
+        "--switch-command",
+        &copy,
+        "--duration",
+        "4s",
+        "--flip-every",
+        "20ms",
+        "--concurrency",
+        "4",
+        "--baseline",
+        "300ms",
+        "--settle",
+        "1s",
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let broken = v["failed"].as_u64().unwrap() + v["mixed"].as_u64().unwrap();
+    assert!(
+        broken > 0,
+        "an in-place copy under load broke no request: {v}"
+    );
+    assert!(v["switches"].as_u64().unwrap() >= 20, "{v}");
+}

@@ -127,10 +127,7 @@ struct Latency {
 
 pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
-    let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let (a, b) = between(&args.between)?;
-    deploy.require_release(&a)?;
-    deploy.require_release(&b)?;
     if !args.url.starts_with("http://") {
         return Err(CommandError::usage(
             format!("--url `{}` is not an http:// URL", args.url),
@@ -138,14 +135,28 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
         ));
     }
     let marker = Marker::new(args.release_marker.as_deref(), &a, &b)?;
-    let plan = refresh::plan(&config, &deploy)?;
-    let change = ChangeArgs {
-        dry_run: false,
-        wait_lock: args.wait_lock,
+    // Held for the whole run when cutover switches: no deploy may interleave.
+    let guard;
+    let switcher = match &args.switch_command {
+        Some(command) => Switcher::Command(command),
+        None => {
+            let deploy = settings::existing_deploy_path(&args.target, &config)?;
+            deploy.require_release(&a)?;
+            deploy.require_release(&b)?;
+            let plan = refresh::plan(&config, &deploy)?;
+            let change = ChangeArgs {
+                dry_run: false,
+                wait_lock: args.wait_lock,
+            };
+            guard = settings::guard(&deploy, &change)?;
+            Switcher::Current {
+                deploy,
+                mode: guard.mode(),
+                plan,
+            }
+        }
     };
-    let guard = settings::guard(&deploy, &change)?;
-    let mode = guard.mode();
-    switch_to(&deploy, mode, plan.as_ref(), &a)?;
+    switcher.switch_to(&a)?;
     printer.progress_line(&format!(
         "verify: {} connections on {}, flipping {a} <-> {b} every {:?} for {:?}",
         args.concurrency, args.url, args.flip_every, args.duration
@@ -168,11 +179,11 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 let next_flip = Instant::now() + args.flip_every;
                 on = if on == a { b.clone() } else { a.clone() };
-                switches.push(switch_to(&deploy, mode, plan.as_ref(), &on)?.since(started));
+                switches.push(switcher.switch_to(&on)?.since(started));
                 pause(next_flip.saturating_duration_since(Instant::now()), &stop);
             }
             if on != b {
-                switches.push(switch_to(&deploy, mode, plan.as_ref(), &b)?.since(started));
+                switches.push(switcher.switch_to(&b)?.since(started));
             }
             last_switch = switches.last().copied().unwrap_or(0.0);
             pause(args.settle, &stop);
@@ -216,19 +227,52 @@ impl Switched {
     }
 }
 
-/// The switch and refresh a deploy does; returns when `current` was renamed.
-fn switch_to(
-    deploy: &DeployPath,
-    mode: Mode<'_>,
-    plan: Option<&RefreshPlan>,
-    id: &ReleaseId,
-) -> Result<Switched> {
-    let activation = activate(deploy, id, EventKind::Switched, mode)?;
-    let renamed = Instant::now();
-    if !activation.unchanged {
-        refresh::after_switch(plan, deploy, mode, id, activation.previous.as_ref())?;
+/// How a flip happens: cutover's own switch + refresh, or the user's command.
+// One value per run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Switcher<'a> {
+    Current {
+        deploy: DeployPath,
+        mode: Mode<'a>,
+        plan: Option<RefreshPlan>,
+    },
+    Command(&'a str),
+}
+
+impl Switcher<'_> {
+    /// Returns the moment the new release was in place (the rename, or the command's end);
+    /// the refresh comes after it, so its time counts toward visibility.
+    fn switch_to(&self, id: &ReleaseId) -> Result<Switched> {
+        match self {
+            Switcher::Current { deploy, mode, plan } => {
+                let activation = activate(deploy, id, EventKind::Switched, *mode)?;
+                let renamed = Instant::now();
+                if !activation.unchanged {
+                    refresh::after_switch(
+                        plan.as_ref(),
+                        deploy,
+                        *mode,
+                        id,
+                        activation.previous.as_ref(),
+                    )?;
+                }
+                Ok(Switched(renamed))
+            }
+            Switcher::Command(command) => {
+                let here =
+                    std::env::current_dir().map_err(|e| cutover_core::Error::io("read", ".", e))?;
+                let env = [("CUTOVER_SWITCH_TO", id.as_str())];
+                cutover_core::command::run(
+                    "switch",
+                    command,
+                    &here,
+                    &env,
+                    &cutover_core::stage::Silent,
+                )?;
+                Ok(Switched(Instant::now()))
+            }
+        }
     }
-    Ok(Switched(renamed))
 }
 
 fn pause(length: Duration, stop: &AtomicBool) {
