@@ -196,3 +196,70 @@ fn an_in_place_copy_is_caught_by_verify() {
     );
     assert!(v["switches"].as_u64().unwrap() >= 20, "{v}");
 }
+
+/// With `$realpath_root` every release is cached under its own real paths, so each deploy
+/// leaves the old release's scripts in OPcache until memory runs out and OPcache restarts
+/// itself under load. Measured over 10 deploys, and bounded by an opcache-reset refresh.
+#[test]
+fn opcache_memory_grows_per_realpath_deploy_unless_reset() {
+    let mut growth = Vec::new();
+    for strategy in ["none", "opcache-reset"] {
+        let stack = Stack::start(true);
+        let socket = stack.fpm.unix_socket().unwrap().display().to_string();
+        let config = stack.sb.path().join("mem.toml");
+        write(
+            &config,
+            &format!("[php]\nfpm = \"unix:{socket}\"\n[refresh]\nstrategy = [\"{strategy}\"]\n"),
+        );
+        let to = stack.sb.deploy().display().to_string();
+        let mut cached = Vec::new();
+        let mut memory = Vec::new();
+        for n in 0..10 {
+            let src = stack.sb.path().join(if n % 2 == 0 { "v1" } else { "v2" });
+            let (src, id) = (src.display().to_string(), format!("r{n}"));
+            let cfg = config.display().to_string();
+            stack.sb.ok(&[
+                "deploy",
+                &src,
+                "--to",
+                &to,
+                "--release",
+                &id,
+                "--keep",
+                "20",
+                "--config",
+                &cfg,
+            ]);
+            for _ in 0..8 {
+                cutover_teststack::http_get(&stack.nginx.url("/index.php")).unwrap();
+            }
+            let status = stack.sb.json(&[
+                "php",
+                "status",
+                "--fpm",
+                &format!("unix:{socket}"),
+                "--to",
+                &to,
+            ]);
+            cached.push(
+                status["status"]["opcache"]["cached_scripts"]
+                    .as_u64()
+                    .unwrap(),
+            );
+            memory.push(status["status"]["opcache"]["used_memory"].as_u64().unwrap() / 1024);
+        }
+        eprintln!("{strategy}: cached scripts after each of 10 deploys: {cached:?}");
+        eprintln!("{strategy}: OPcache used memory (KiB): {memory:?}");
+        growth.push(cached);
+    }
+    let (none, reset) = (&growth[0], &growth[1]);
+    // Three scripts per release (index, A, B) stay cached for every release deployed.
+    assert!(
+        none[9] >= none[0] + 3 * 9,
+        "no growth without reset: {none:?}"
+    );
+    assert!(
+        reset.iter().all(|&n| n <= reset[0] + 3),
+        "reset did not bound it: {reset:?}"
+    );
+}
