@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
-use crate::error::{Error, Phase, ProtocolError};
+use crate::error::{is_reset, Error, Phase, ProtocolError};
 use crate::nv;
 use crate::record::{
     self, EndRequest, ProtocolStatus, ReadError, Record, RecordReader, RecordType, NULL_REQUEST_ID,
@@ -338,15 +338,6 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
     )
 }
 

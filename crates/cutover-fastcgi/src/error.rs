@@ -256,7 +256,7 @@ fn open_basedir_paths(stderr: &str) -> Option<&str> {
     Some(&stderr[start..start + len])
 }
 
-fn is_reset(e: &io::Error) -> bool {
+pub(crate) fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cutover_teststack::{make_readable_by_workers, FpmOptions, Nginx, NginxOptions, PhpFpm};
+use cutover_teststack::{make_readable_by_workers, Nginx, PhpFpm};
 
 use crate::common::*;
 
@@ -22,13 +22,7 @@ impl Stack {
     fn start(realpath_root: bool) -> Stack {
         let sb = Sandbox::new();
         sb.write("public/health.php", HEALTH);
-        std::fs::create_dir_all(sb.deploy()).unwrap();
-        make_readable_by_workers(sb.path()).unwrap();
-        let deploy = std::fs::canonicalize(sb.deploy()).unwrap();
-        let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
-        let mut options = NginxOptions::new(deploy.join("current/public"), fpm.fastcgi_target());
-        options.realpath_root = realpath_root;
-        let nginx = Nginx::start(options).unwrap();
+        let (fpm, nginx) = php_stack(&sb, realpath_root);
         Stack { nginx, fpm, sb }
     }
 

@@ -39,13 +39,7 @@ impl Stack {
         for version in ["v1", "v2"] {
             write_release(&sb.path().join(version), version);
         }
-        std::fs::create_dir_all(sb.deploy()).unwrap();
-        make_readable_by_workers(sb.path()).unwrap();
-        let deploy = std::fs::canonicalize(sb.deploy()).unwrap();
-        let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
-        let mut options = NginxOptions::new(deploy.join("current/public"), fpm.fastcgi_target());
-        options.realpath_root = realpath_root;
-        let nginx = Nginx::start(options).unwrap();
+        let (fpm, nginx) = php_stack(&sb, realpath_root);
         let stack = Stack { nginx, fpm, sb };
         for version in ["v1", "v2"] {
             let src = stack.sb.path().join(version).display().to_string();

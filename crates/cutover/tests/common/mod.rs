@@ -450,3 +450,23 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
     }
 }
 // ---- end of the switch-atomicity and kill test helpers ----
+
+// ---- A real PHP stack for a sandbox ----
+
+/// A private php-fpm (OPcache on, validate_timestamps=0) and an nginx whose root is
+/// `<deploy>/current/public`, with `$realpath_root` or `$document_root`. The sandbox is
+/// made readable by the pool's user first (it runs as nobody when the tests run as root).
+pub fn php_stack(
+    sb: &Sandbox,
+    realpath_root: bool,
+) -> (cutover_teststack::PhpFpm, cutover_teststack::Nginx) {
+    std::fs::create_dir_all(sb.deploy()).unwrap();
+    cutover_teststack::make_readable_by_workers(sb.path()).unwrap();
+    let deploy = std::fs::canonicalize(sb.deploy()).unwrap();
+    let fpm = cutover_teststack::PhpFpm::start(cutover_teststack::FpmOptions::default()).unwrap();
+    let mut options =
+        cutover_teststack::NginxOptions::new(deploy.join("current/public"), fpm.fastcgi_target());
+    options.realpath_root = realpath_root;
+    let nginx = cutover_teststack::Nginx::start(options).unwrap();
+    (fpm, nginx)
+}
