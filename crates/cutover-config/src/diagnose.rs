@@ -39,6 +39,7 @@ pub(crate) fn schema(
     let span = err.span().unwrap_or(0..0);
     let at = path_at(document.as_table(), &span);
     let (message, hint) = unknown_key(err.message(), at.as_deref(), document)
+        .or_else(|| unknown_value(err.message(), at.as_deref()))
         .or_else(|| wrong_type(err.message(), at.as_deref()))
         .unwrap_or_else(|| (err.message().replace('\n', ": "), None));
     ConfigError::at(origin, document.raw(), span, message, hint)
@@ -72,6 +73,23 @@ fn unknown_key(
         Some(near) => format!("did you mean `{near}`?"),
         None if table.is_empty() => format!("valid top-level keys: {}", expected.join(", ")),
         None => format!("valid keys in [{}]: {}", dotted(table), expected.join(", ")),
+    };
+    Some((message, Some(hint)))
+}
+
+/// serde's "unknown variant `x`, expected one of `a`, `b`" for a value from a fixed set
+/// (a refresh strategy), with the nearest valid value suggested.
+fn unknown_value(message: &str, at: Option<&[Segment]>) -> Option<(String, Option<String>)> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (value, rest) = rest.split_once("`, expected ")?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let message = match at {
+        Some(path) if !path.is_empty() => format!("unknown value `{value}` for `{}`", dotted(path)),
+        _ => format!("unknown value `{value}`"),
+    };
+    let hint = match nearest(value, &expected) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => format!("valid values: {}", expected.join(", ")),
     };
     Some((message, Some(hint)))
 }

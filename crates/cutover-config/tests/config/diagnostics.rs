@@ -295,3 +295,19 @@ fn keys_that_need_quotes_are_shown_quoted() {
     assert_eq!((line, column), (2, 1));
     assert_eq!(message, "unknown key `\"keep releases\"` in [deploy]");
 }
+
+#[test]
+fn unknown_strategy_value_suggests_the_nearest() {
+    let (line, column, message, hint) = diagnose("[refresh]\nstrategy = [\"opcache-rest\"]\n");
+    assert_eq!((line, column), (2, 13));
+    assert_eq!(
+        message,
+        "unknown value `opcache-rest` for `refresh.strategy[0]`"
+    );
+    assert_eq!(hint.unwrap(), "did you mean `opcache-reset`?");
+    let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"restart\"]\n");
+    assert_eq!(
+        hint.unwrap(),
+        "valid values: opcache-reset, fpm-reload, command, none"
+    );
+}
