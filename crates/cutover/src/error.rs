@@ -58,22 +58,16 @@ impl From<cutover_core::Error> for CommandError {
             cutover_core::ErrorKind::Usage => Kind::Usage,
             cutover_core::ErrorKind::Failed => Kind::Failed,
         };
-        let hints = error.hint().into_iter().collect();
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
         // The io error's text is already in the message; repeating it as a cause is noise.
-        if matches!(error, cutover_core::Error::Io { .. }) {
-            causes.clear();
-        }
+        let causes = match error {
+            cutover_core::Error::Io { .. } => Vec::new(),
+            _ => cause_chain(&error),
+        };
         CommandError {
             kind,
             message: error.to_string(),
             causes,
-            hints,
+            hints: error.hint().into_iter().collect(),
         }
     }
 }
@@ -91,19 +85,37 @@ impl From<cutover_config::ConfigError> for CommandError {
 
 impl From<cutover_php::Error> for CommandError {
     fn from(error: cutover_php::Error) -> Self {
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
+        CommandError::failed(&error, error.hint())
+    }
+}
+
+impl From<cutover_php::reload::ReloadError> for CommandError {
+    fn from(error: cutover_php::reload::ReloadError) -> Self {
+        CommandError::failed(&error, error.hint())
+    }
+}
+
+impl CommandError {
+    /// An operation failed (exit 1): the error, its causes, and what to do.
+    fn failed(error: &dyn std::error::Error, hint: Option<String>) -> Self {
         CommandError {
             kind: Kind::Failed,
             message: error.to_string(),
-            causes,
-            hints: error.hint().into_iter().collect(),
+            causes: cause_chain(error),
+            hints: hint.into_iter().collect(),
         }
     }
+}
+
+/// The messages of `error`'s sources, outermost first.
+fn cause_chain(error: &dyn std::error::Error) -> Vec<String> {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes
 }
 
 pub type Result<T, E = CommandError> = std::result::Result<T, E>;

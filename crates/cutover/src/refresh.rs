@@ -119,14 +119,7 @@ fn run(plan: &RefreshPlan, deploy: &DeployPath, release: &ReleaseId) -> Result<R
             }
             RefreshStrategy::FpmReload => {
                 if let Some(pidfile) = &plan.fpm_pidfile {
-                    cutover_php::reload::reload(pidfile, plan.pool.as_ref(), plan.wait).map_err(
-                        |e| CommandError {
-                            kind: Kind::Failed,
-                            message: e.to_string(),
-                            causes: Vec::new(),
-                            hints: e.hint().into_iter().collect(),
-                        },
-                    )?;
+                    cutover_php::reload::reload(pidfile, plan.pool.as_ref(), plan.wait)?;
                 }
             }
             RefreshStrategy::Command => {

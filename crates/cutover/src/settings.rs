@@ -124,3 +124,21 @@ fn config_dir(config: &Config) -> Option<PathBuf> {
         _ => PathBuf::from("."),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use cutover_core::deploy::DeployOptions;
+
+    /// The template documents cutover-config's defaults; the deploy uses cutover-core's.
+    #[test]
+    fn documented_defaults_are_the_ones_used() {
+        assert_eq!(
+            cutover_config::DEFAULT_KEEP_RELEASES,
+            DeployOptions::DEFAULT_KEEP_RELEASES
+        );
+        assert_eq!(
+            cutover_config::DEFAULT_RELEASE_FILE,
+            DeployOptions::DEFAULT_RELEASE_FILE
+        );
+    }
+}

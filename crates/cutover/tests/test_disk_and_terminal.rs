@@ -175,3 +175,56 @@ fn a_failure_after_the_switch_is_a_warning_not_a_failed_deploy() {
     assert!(stderr(&out).contains("warning: deployed, but old releases were not removed"));
     assert!(sb.releases().contains(&oldest));
 }
+
+/// A hook must not outlive a killed deploy: it would go on writing into a staging
+/// directory the next deploy removes.
+#[test]
+fn a_hook_dies_with_the_deploy() {
+    let sb = Sandbox::new();
+    sb.write("index.php", "1");
+    let marker = sb.path().join("hook-finished");
+    let config = sb.path().join("hook.toml");
+    write(
+        &config,
+        &format!(
+            "[hooks]\nbefore_switch = [\"sleep 2; touch {}\"]\n",
+            marker.display()
+        ),
+    );
+    let mut child = sb
+        .cutover()
+        .args([
+            "deploy",
+            sb.src().to_str().unwrap(),
+            "--to",
+            sb.deploy().to_str().unwrap(),
+        ])
+        .args(["--config", config.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    // Kill once the hook is running (its staging directory exists), within a bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let staging = || {
+        std::fs::read_dir(sb.deploy().join(".cutover")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        })
+    };
+    while !staging() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deploy never started staging"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        !marker.exists(),
+        "the hook went on running after cutover was killed"
+    );
+    assert_eq!(sb.current(), None);
+}

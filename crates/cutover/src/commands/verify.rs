@@ -353,13 +353,21 @@ fn load(
     }
 }
 
-fn percentile(mut values: Vec<f64>, p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
+/// Latencies in seconds, sorted once so several percentiles can be read from them.
+struct Sorted(Vec<f64>);
+
+impl Sorted {
+    fn new(mut values: Vec<f64>) -> Sorted {
+        values.sort_by(f64::total_cmp);
+        Sorted(values)
     }
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    Some(values[rank.min(values.len() - 1)] * 1000.0)
+
+    /// The `p`th percentile in milliseconds (nearest rank); `None` with no values.
+    fn ms(&self, p: f64) -> Option<f64> {
+        let last = self.0.len().checked_sub(1)?;
+        let rank = ((p / 100.0) * last as f64).round() as usize;
+        Some(self.0[rank.min(last)] * 1000.0)
+    }
 }
 
 fn judge(
@@ -409,6 +417,7 @@ fn judge(
                 * 1000.0,
         )
     };
+    let all = Sorted::new(latencies(&|_| true));
     let failed = samples.iter().filter(|s| !s.ok()).count();
     let mixed = samples.iter().filter(|s| s.served == Served::Mixed).count();
     Verdict {
@@ -427,17 +436,10 @@ fn judge(
             neither: count(Served::Neither),
         },
         latency_ms: Latency {
-            p50: percentile(latencies(&|_| true), 50.0).unwrap_or(0.0),
-            p99: percentile(latencies(&|_| true), 99.0).unwrap_or(0.0),
-            p99_after_switch: percentile(
-                samples
-                    .iter()
-                    .filter(after_switch)
-                    .map(|s| s.latency)
-                    .collect(),
-                99.0,
-            ),
-            p99_steady: percentile(latencies(&|s| s.start + s.latency < first_switch), 99.0),
+            p50: all.ms(50.0).unwrap_or(0.0),
+            p99: all.ms(99.0).unwrap_or(0.0),
+            p99_after_switch: Sorted::new(latencies(&|s| after_switch(&s))).ms(99.0),
+            p99_steady: Sorted::new(latencies(&|s| s.start + s.latency < first_switch)).ms(99.0),
         },
         visibility_ms,
         passed: failed == 0 && mixed == 0 && visibility_ms.is_some(),
@@ -480,4 +482,18 @@ fn describe(v: &Verdict) -> String {
             )),
         if v.passed { "PASS" } else { "FAIL" },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sorted;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank_of_sorted_values() {
+        let values = Sorted::new((1..=100).rev().map(|ms| ms as f64 / 1000.0).collect());
+        assert_eq!(values.ms(50.0), Some(51.0));
+        assert_eq!(values.ms(99.0), Some(99.0));
+        assert_eq!(values.ms(100.0), Some(100.0));
+        assert_eq!(Sorted::new(Vec::new()).ms(99.0), None);
+    }
 }
