@@ -1,4 +1,4 @@
-//! Private php-fpm and nginx instances for tests.
+//! Private php-fpm, nginx and sshd instances for tests.
 //!
 //! The claims cutover makes are about real PHP processes (OPcache, the realpath cache,
 //! php-fpm reloads), so the tests that prove them run Debian's `php-fpm8.2` and `nginx`.
@@ -29,6 +29,15 @@
 //! (the normal case for a `#[test]`), or start shared instances from a thread that lives
 //! as long as the process.
 //!
+//! # SSH hosts
+//!
+//! [`SshHosts`] starts several private `sshd` on 127.0.0.1 (one per test "host", each
+//! with its own port and host key) and writes one `ssh_config` that reaches them with a
+//! generated client key, its own `known_hosts` and `StrictHostKeyChecking yes`. Nothing
+//! in `~/.ssh` or `/etc/ssh` is read or written (`ssh -F`, `sshd -f`, `PermitUserRC no`);
+//! as root, sshd's privilege-separation directory `/run/sshd` is created if missing. The
+//! hosts log in the user the tests run as (sshd can log in no one else unless root).
+//!
 //! Set `CUTOVER_TESTSTACK_KEEP=1` to keep the temp directories (config, logs) after the
 //! instances stop; their paths are printed on stderr.
 
@@ -37,6 +46,7 @@ mod fpm;
 mod http;
 mod nginx;
 mod process;
+mod sshd;
 
 use std::fs;
 use std::io;
@@ -52,6 +62,7 @@ pub use fpm::{
 pub use http::{http_get, http_get_timeout, HttpConnection, HttpResponse};
 pub use nginx::{Nginx, NginxOptions, DEFAULT_NGINX};
 pub use process::process_running;
+pub use sshd::{SshHosts, DEFAULT_SSHD};
 
 /// Everything that can go wrong while starting, talking to or stopping a test instance.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +88,10 @@ pub enum Error {
     /// A FastCGI request failed or its response could not be parsed.
     #[error("FastCGI {target}: {message}")]
     Fastcgi { target: String, message: String },
+    /// The SSH test hosts cannot be set up (names, user, keys, sshd's config) or a host
+    /// name is unknown.
+    #[error("ssh test hosts: {message}")]
+    Ssh { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
