@@ -5,6 +5,7 @@ mod diagnose;
 mod error;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,42 @@ pub struct Config {
     pub refresh: RefreshSettings,
     #[serde(deserialize_with = "table")]
     pub health: HealthSettings,
+    #[serde(deserialize_with = "table")]
+    pub ssh: SshSettings,
+    /// `[hosts.<name>]`; empty means the deploy path is on this machine.
+    #[serde(deserialize_with = "table")]
+    pub hosts: BTreeMap<String, HostSettings>,
+}
+
+/// `[ssh]`: how every host is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshSettings {
+    /// Arguments given to every `ssh` call before the destination, e.g. `["-F", "ssh_config"]`.
+    /// ssh runs in the config file's directory, so relative paths are relative to it.
+    pub options: Vec<String>,
+}
+
+/// One `[hosts.<name>]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// The ssh destination: `user@host`, `user@host:port` or a Host alias of your ssh_config.
+    /// Without it, the host is this machine (the agent runs as a local process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
+    /// The deploy path on the host; default `[deploy] path`. Must be absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Added after `[ssh] options` for this host.
+    pub ssh_options: Vec<String>,
+    /// Replace the `[php]`, `[refresh]` and `[health]` tables for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub php: Option<PhpSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSettings>,
 }
 
 /// `[deploy]`: where releases go and what they contain.

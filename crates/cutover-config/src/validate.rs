@@ -71,6 +71,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
         }
     }
     shared(config)?;
+    hosts(config)?;
     for (keys, commands) in [
         (["build", "run"], &config.build.run),
         (["hooks", "before_switch"], &config.hooks.before_switch),
@@ -81,6 +82,47 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
         {
             let message = format!("empty command in `{}`", keys.join("."));
             return Err(Problem::new(&keys, Some(index), message, None));
+        }
+    }
+    Ok(())
+}
+
+/// Host names appear in `--host`, output and file names; destinations go to ssh as an
+/// argument, where a leading `-` would be read as an option.
+fn hosts(config: &Config) -> Result<(), Problem> {
+    for (name, host) in &config.hosts {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid_name {
+            let message =
+                format!("host name `{name}` may hold only letters, digits, `.`, `_` and `-`");
+            return Err(Problem::new(&["hosts", name], None, message, None));
+        }
+        if let Some(ssh) = &host.ssh {
+            if ssh.trim().is_empty() || ssh.starts_with('-') || ssh.contains(char::is_whitespace) {
+                let message = format!("`{ssh}` is not an ssh destination");
+                let hint = "write `user@host`, `user@host:22` or a Host alias of your ssh_config";
+                return Err(Problem::new(
+                    &["hosts", name, "ssh"],
+                    None,
+                    message,
+                    Some(hint.into()),
+                ));
+            }
+        }
+        if let Some(path) = &host.path {
+            if !path.is_absolute() {
+                let message = format!("`{}` is not absolute", path.display());
+                let hint = "a host's deploy path is absolute, e.g. `/var/www/app`";
+                return Err(Problem::new(
+                    &["hosts", name, "path"],
+                    None,
+                    message,
+                    Some(hint.into()),
+                ));
+            }
         }
     }
     Ok(())

@@ -41,6 +41,7 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
         }
         if !dry_run {
             crate::trash::discard(deploy, &deploy.release(&id))?;
+            let _ = std::fs::remove_file(deploy.manifest_file(&id));
             history::append(
                 &deploy.history_file(),
                 &Event::now(EventKind::Removed, id.clone()),

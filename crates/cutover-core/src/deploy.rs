@@ -76,13 +76,7 @@ pub fn deploy(
     let mut source = crate::command::git_source(&source_dir);
     source.path = source_dir.display().to_string();
 
-    if !mode.is_dry_run() {
-        crate::cleanup::remove_debris(deploy, mode)?;
-    }
-    let previous = deploy
-        .current_release()?
-        .or_else(|| deploy.releases().ok()?.pop());
-    let release = next_release_id(deploy, opts.release.clone())?;
+    let (release, previous) = begin(deploy, opts.release.clone(), mode)?;
     let previous_dir = previous.as_ref().map(|id| deploy.release(id));
     let mut report = DeployReport {
         release: release.clone(),
@@ -120,41 +114,16 @@ pub fn deploy(
     }
 
     check_shared(deploy, opts)?;
-    let staging = deploy.staging(&release);
-    std::fs::create_dir(&staging).ctx("create the staging directory", &staging)?;
-    let staged = stage_release(
-        deploy,
-        &staging,
-        &source_dir,
-        previous_dir.as_deref(),
-        &excludes,
-        &release,
+    let job = StageJob {
+        release: &release,
         opts,
-        observer,
-    );
-    let files = match staged {
-        Ok(files) => files,
-        Err(e) => {
-            let _ = crate::trash::discard(deploy, &staging);
-            return Err(e);
-        }
+        source: &report.source,
     };
-    // The event goes first: the order of releases comes from these events, and a release
-    // must never be in releases/ without one (a kill between the two would make it sort
-    // as the oldest). An event for a release that never arrived is harmless.
-    let mut staged_event = Event::now(EventKind::Staged, release.clone());
-    staged_event.source = Some(report.source.clone());
-    if let Err(e) = history::append(&deploy.history_file(), &staged_event) {
-        let _ = crate::trash::discard(deploy, &staging);
-        return Err(e);
-    }
-    let release_dir = deploy.release(&release);
-    if let Err(e) = std::fs::rename(&staging, &release_dir) {
-        let _ = crate::trash::discard(deploy, &staging);
-        return Err(Error::io("move the staged release to", release_dir, e));
-    }
-    crate::switch::fsync_dir(&deploy.releases_dir())?;
-    report.files = files;
+    let mut fill = SourceFill {
+        source: &source_dir,
+        excludes: &excludes,
+    };
+    report.files = stage_and_commit(deploy, &job, previous_dir.as_deref(), &mut fill, observer)?;
     report.stage_ms = started.elapsed().as_millis() as u64;
 
     let switching = Instant::now();
@@ -172,32 +141,121 @@ pub fn deploy(
     Ok(report)
 }
 
+/// Clears what an interrupted run left, and names the new release and the one it follows
+/// (the current one, or the newest when nothing is current yet).
+pub fn begin(
+    deploy: &DeployPath,
+    requested: Option<ReleaseId>,
+    mode: Mode<'_>,
+) -> Result<(ReleaseId, Option<ReleaseId>)> {
+    if !mode.is_dry_run() {
+        crate::cleanup::remove_debris(deploy, mode)?;
+    }
+    let previous = deploy
+        .current_release()?
+        .or_else(|| deploy.releases().ok()?.pop());
+    Ok((next_release_id(deploy, requested)?, previous))
+}
+
+/// What a release needs besides its files.
+pub struct StageJob<'a> {
+    pub release: &'a ReleaseId,
+    pub opts: &'a DeployOptions,
+    pub source: &'a Source,
+}
+
+/// Where the files of a new release come from: a directory on this machine, or a manifest
+/// and a content stream sent by the deploying machine.
+pub trait Fill {
+    /// Fills `staging` (which exists). Files unchanged since `previous` are hard-linked
+    /// when `link`, copied otherwise. Returns the counts and the files written.
+    fn fill(
+        &mut self,
+        staging: &Path,
+        previous: Option<&Path>,
+        link: bool,
+        observer: &dyn Observer,
+    ) -> Result<(StageStats, Vec<PathBuf>)>;
+}
+
+/// A local source directory, linked against the previous release by the quick check.
+pub struct SourceFill<'a> {
+    pub source: &'a Path,
+    pub excludes: &'a Excludes,
+}
+
+impl Fill for SourceFill<'_> {
+    fn fill(
+        &mut self,
+        staging: &Path,
+        previous: Option<&Path>,
+        link: bool,
+        observer: &dyn Observer,
+    ) -> Result<(StageStats, Vec<PathBuf>)> {
+        let populate = Populate {
+            source: self.source,
+            dest: staging,
+            previous: if link { previous } else { None },
+            excludes: self.excludes,
+            dry_run: false,
+        };
+        let staged = stage::populate(&populate, observer)?;
+        Ok((staged.stats, staged.copied))
+    }
+}
+
+/// Stages a release and moves it into `releases/`, not yet current. On failure the
+/// staging directory is removed and nothing else has changed.
+pub fn stage_and_commit(
+    deploy: &DeployPath,
+    job: &StageJob<'_>,
+    previous: Option<&Path>,
+    fill: &mut dyn Fill,
+    observer: &dyn Observer,
+) -> Result<StageStats> {
+    let staging = deploy.staging(job.release);
+    std::fs::create_dir(&staging).ctx("create the staging directory", &staging)?;
+    let files = match stage_release(deploy, &staging, previous, job, fill, observer) {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = crate::trash::discard(deploy, &staging);
+            return Err(e);
+        }
+    };
+    // The event goes first: the order of releases comes from these events, and a release
+    // must never be in releases/ without one (a kill between the two would make it sort
+    // as the oldest). An event for a release that never arrived is harmless.
+    let mut staged_event = Event::now(EventKind::Staged, job.release.clone());
+    staged_event.source = Some(job.source.clone());
+    if let Err(e) = history::append(&deploy.history_file(), &staged_event) {
+        let _ = crate::trash::discard(deploy, &staging);
+        return Err(e);
+    }
+    let release_dir = deploy.release(job.release);
+    if let Err(e) = std::fs::rename(&staging, &release_dir) {
+        let _ = crate::trash::discard(deploy, &staging);
+        return Err(Error::io("move the staged release to", release_dir, e));
+    }
+    crate::switch::fsync_dir(&deploy.releases_dir())?;
+    Ok(files)
+}
+
 /// Fills the staging directory. Without commands to run, unchanged files are linked from
 /// the previous release straight away. With commands, they run on a private copy first and
 /// unchanged files are linked only afterwards: a command that rewrites a file in place
 /// (PHP's file_put_contents truncates and writes the same inode) must never reach an inode
 /// the previous, live release shares.
-#[allow(clippy::too_many_arguments)]
 fn stage_release(
     deploy: &DeployPath,
     staging: &Path,
-    source_dir: &Path,
     previous: Option<&Path>,
-    excludes: &Excludes,
-    release: &ReleaseId,
-    opts: &DeployOptions,
+    job: &StageJob<'_>,
+    fill: &mut dyn Fill,
     observer: &dyn Observer,
 ) -> Result<StageStats> {
+    let (opts, release) = (job.opts, job.release);
     let runs_commands = !opts.build.is_empty() || !opts.before_switch.is_empty();
-    let populate = Populate {
-        source: source_dir,
-        dest: staging,
-        previous: if runs_commands { None } else { previous },
-        excludes,
-        dry_run: false,
-    };
-    let staged = stage::populate(&populate, observer)?;
-    let mut stats = staged.stats;
+    let (mut stats, copied) = fill.fill(staging, previous, !runs_commands, observer)?;
 
     let release_path = deploy.release(release);
     let env = [
@@ -230,14 +288,15 @@ fn stage_release(
         // What the commands wrote is unknown: flush the whole file system.
         stage::flush(staging, None)?;
     } else {
-        let mut written = staged.copied;
+        let mut written = copied;
         written.push(staging.join(&opts.release_file));
         stage::flush(staging, Some(&written))?;
     }
     Ok(stats)
 }
 
-fn resolve_source(source: &Path) -> Result<PathBuf> {
+/// The source directory, canonical; a clear error when it is missing or a file.
+pub fn resolve_source(source: &Path) -> Result<PathBuf> {
     let dir = match std::fs::canonicalize(source) {
         Ok(dir) => dir,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -251,7 +310,9 @@ fn resolve_source(source: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn excludes_for(deploy: &DeployPath, source_dir: &Path, opts: &DeployOptions) -> Result<Excludes> {
+/// What of a source never goes into a release: `.git`, `[deploy] exclude`, and the
+/// shared paths (they become links to `shared/`).
+pub fn source_excludes(opts: &DeployOptions) -> Excludes {
     let mut excludes = Excludes::new([".git"]);
     for pattern in &opts.exclude {
         excludes.add(pattern);
@@ -259,6 +320,29 @@ fn excludes_for(deploy: &DeployPath, source_dir: &Path, opts: &DeployOptions) ->
     for shared in opts.shared_dirs.iter().chain(&opts.shared_files) {
         excludes.add_path(PathBuf::from(shared.trim_matches('/')));
     }
+    excludes
+}
+
+/// Removes a staged release that never became current (a fleet deploy another host
+/// failed). Refuses the current release.
+pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>) -> Result<()> {
+    if mode.is_dry_run() || deploy.current_release()?.as_ref() == Some(release) {
+        return Ok(());
+    }
+    let dir = deploy.release(release);
+    if dir.exists() {
+        crate::trash::discard(deploy, &dir)?;
+        history::append(
+            &deploy.history_file(),
+            &Event::now(EventKind::Removed, release.clone()),
+        )?;
+    }
+    let _ = std::fs::remove_file(deploy.manifest_file(release));
+    Ok(())
+}
+
+fn excludes_for(deploy: &DeployPath, source_dir: &Path, opts: &DeployOptions) -> Result<Excludes> {
+    let mut excludes = source_excludes(opts);
     // `cutover deploy . --to ./deploy` must not copy the deploy path into itself.
     let root = existing_ancestor_canonical(deploy.root());
     if let Ok(rel) = root.strip_prefix(source_dir) {
@@ -312,7 +396,8 @@ fn next_release_id(deploy: &DeployPath, requested: Option<ReleaseId>) -> Result<
     Ok(id)
 }
 
-fn check_shared(deploy: &DeployPath, opts: &DeployOptions) -> Result<()> {
+/// Shared files must exist on the target; shared directories are created.
+pub fn check_shared(deploy: &DeployPath, opts: &DeployOptions) -> Result<()> {
     for file in &opts.shared_files {
         let path = deploy.shared_dir().join(file);
         if !path.exists() {

@@ -64,6 +64,12 @@ pub enum Error {
         status: String,
         tail: Vec<String>,
     },
+    #[error("refused a manifest entry {0}")]
+    BadManifest(String),
+    #[error("{0} arrived with other bytes than its manifest hash says")]
+    ContentMismatch(PathBuf),
+    #[error("{0} has a name that is not UTF-8, which a manifest cannot carry")]
+    NonUtf8Path(PathBuf),
     #[error("the deploy path {deploy_path} is inside the release being staged from {source_dir}")]
     DeployPathInsideSource {
         deploy_path: PathBuf,
@@ -102,7 +108,8 @@ impl Error {
             | Error::NoEarlierRelease(_)
             | Error::DeployPathInsideSource { .. }
             | Error::SymlinkOutside { .. }
-            | Error::UnsupportedFileType(_) => ErrorKind::Usage,
+            | Error::UnsupportedFileType(_)
+            | Error::NonUtf8Path(_) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
     }
@@ -148,6 +155,7 @@ impl Error {
                 "`cutover releases` lists the releases; name one with `cutover rollback <id>`, or deploy another first".into()
             }
             Error::NoCurrentRelease(_) => "deploy a release first, or `cutover switch <id>` to one".into(),
+            Error::NonUtf8Path(_) => "rename it, or leave it out with [deploy] exclude".into(),
             Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
             Error::DeployPathInsideSource { .. } => "deploy to a path outside the source directory".into(),
             _ => return None,

@@ -82,6 +82,11 @@ impl DeployPath {
     pub fn trash_dir(&self) -> PathBuf {
         self.state_dir().join("trash")
     }
+    /// What a remote deploy sent for this release (see `manifest`).
+    pub fn manifest_file(&self, id: &ReleaseId) -> PathBuf {
+        crate::manifest::stored_path(&self.state_dir(), id.as_str())
+    }
+
     pub fn history_file(&self) -> PathBuf {
         self.state_dir().join("history.jsonl")
     }

@@ -11,6 +11,7 @@ pub mod history;
 mod identity;
 pub mod layout;
 pub mod lock;
+pub mod manifest;
 pub mod release;
 pub mod stage;
 pub mod switch;

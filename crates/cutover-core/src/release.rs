@@ -5,9 +5,24 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// Deserializing checks the id like `parse`: ids also arrive from remote agents and from
+/// history files, and one with a `/` must never become a path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct ReleaseId(String);
+
+impl TryFrom<String> for ReleaseId {
+    type Error = Error;
+    fn try_from(id: String) -> Result<Self> {
+        ReleaseId::parse(&id)
+    }
+}
+
+impl From<ReleaseId> for String {
+    fn from(id: ReleaseId) -> String {
+        id.0
+    }
+}
 
 impl ReleaseId {
     pub fn parse(id: &str) -> Result<Self> {

@@ -25,7 +25,7 @@ pub trait Observer: Sync {
 pub struct Silent;
 impl Observer for Silent {}
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StageStats {
     pub files: u64,
     pub linked: u64,

@@ -51,6 +51,10 @@ pub enum Command {
     /// Ask the php-fpm pool about OPcache, or reset it (no PHP needed on this machine).
     #[command(subcommand)]
     Php(PhpCommand),
+    /// The remote end of a [hosts] deploy, run by cutover itself over ssh: speaks a framed
+    /// protocol on stdin/stdout. Not for use by hand.
+    #[command(hide = true)]
+    Agent,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +175,12 @@ pub struct DeployArgs {
     /// Releases to keep after the switch; default: [deploy] keep_releases, or 5.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
+    /// With [hosts]: deploy to this host only (repeatable); default: every host.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// With [hosts]: how many hosts are worked on at once; default 16.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub parallel: Option<u64>,
     #[command(flatten)]
     pub change: ChangeArgs,
 }

@@ -1,11 +1,14 @@
 //! The `cutover` binary: parses arguments, runs one command, maps its error to an exit code.
 
+mod agent;
 mod cli;
 mod commands;
 mod error;
+mod fleet;
 mod health;
 mod printer;
 mod refresh;
+mod remote;
 mod settings;
 
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::verify(args, global, printer),
         Command::Php(cli::PhpCommand::Status(args)) => commands::php::status(args, global, printer),
         Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
+        Command::Agent => agent::agent(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,7 +107,12 @@ fn drops_requests(pidfile: Option<&std::path::Path>) -> bool {
     pidfile.and_then(cutover_php::reload::process_control_timeout) == Some(0)
 }
 
-fn run(plan: &RefreshPlan, deploy: &DeployPath, release: &ReleaseId) -> Result<RefreshReport> {
+/// Runs the refresh steps for `release` (now current) and the health check.
+pub fn check(
+    plan: &RefreshPlan,
+    deploy: &DeployPath,
+    release: &ReleaseId,
+) -> Result<RefreshReport> {
     let mut steps = Vec::new();
     for strategy in &plan.strategies {
         let started = Instant::now();
@@ -170,7 +175,7 @@ pub fn after_switch(
     if mode.is_dry_run() {
         return Ok(None);
     }
-    let error = match run(plan, deploy, release) {
+    let error = match check(plan, deploy, release) {
         Ok(report) => return Ok(Some(report)),
         Err(error) => error,
     };
@@ -179,7 +184,7 @@ pub fn after_switch(
     let (message, hint) = match previous {
         Some(previous) => {
             activate(deploy, previous, EventKind::RolledBack, mode)?;
-            if let Err(again) = run(plan, deploy, previous) {
+            if let Err(again) = check(plan, deploy, previous) {
                 causes.push(format!(
                     "refreshing {previous} after switching back failed too: {}",
                     again.message

@@ -1,8 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, PhpSettings,
-    RefreshSettings, SharedSettings, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
+    load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
+    PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_KEEP_RELEASES,
+    DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
 #[test]
@@ -57,7 +58,21 @@ fn template_shows_every_key() {
                 expect_release,
                 timeout_seconds,
             },
+        ssh: SshSettings { options },
+        hosts,
     } = config;
+    let web1 = &hosts["web1"];
+    let HostSettings {
+        ssh,
+        path: host_path,
+        ssh_options,
+        php: host_php,
+        refresh: host_refresh,
+        health: host_health,
+    } = web1;
+    assert!(ssh.is_some() && host_path.is_some() && !ssh_options.is_empty());
+    assert!(host_php.is_some() && host_refresh.is_some() && host_health.is_some());
+    assert!(!options.is_empty());
     assert!(url.is_some() && fastcgi_script.is_some());
     assert_eq!((expect_release, timeout_seconds), (Some(true), Some(10)));
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());

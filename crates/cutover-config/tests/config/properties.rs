@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, PhpSettings,
-    RefreshSettings, SharedSettings, TEMPLATE,
+    parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
+    PhpSettings, RefreshSettings, SharedSettings, SshSettings, TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -129,8 +129,23 @@ fn config() -> impl Strategy<Value = Config> {
                 release_file,
             },
         );
-    (deploy, shared(), commands(), commands()).prop_map(|(deploy, shared, run, before_switch)| {
-        Config {
+    let host = (
+        prop::option::of("[a-z]{1,5}@[a-z][a-z0-9.-]{0,8}(:[1-9][0-9]{0,3})?"),
+        prop::option::of("(/[a-z0-9._-]{1,8}){1,3}".prop_map(PathBuf::from)),
+        prop::collection::vec("-[a-zA-Z]", 0..3),
+    )
+        .prop_map(|(ssh, path, ssh_options)| HostSettings {
+            ssh,
+            path,
+            ssh_options,
+            ..HostSettings::default()
+        });
+    let hosts = prop::collection::btree_map("[a-z][a-z0-9_-]{0,6}", host, 0..4);
+    let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings { options });
+    (deploy, shared(), commands(), commands(), ssh, hosts).prop_map(
+        |(deploy, shared, run, before_switch, ssh, hosts)| Config {
+            ssh,
+            hosts,
             origin: Some(PathBuf::from("cutover.toml")),
             deploy,
             shared,
@@ -139,8 +154,8 @@ fn config() -> impl Strategy<Value = Config> {
             php: PhpSettings::default(),
             refresh: RefreshSettings::default(),
             health: HealthSettings::default(),
-        }
-    })
+        },
+    )
 }
 
 proptest! {

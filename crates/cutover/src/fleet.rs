@@ -1,0 +1,738 @@
+//! Deploying to every host of `[hosts]` with one coordinated switch.
+//!
+//! 1. Open a session with each host's agent (each takes its own deploy lock).
+//! 2. Stage everywhere in parallel: manifest (or the delta against the host's last one)
+//!    first, then only the bytes the host asked for.
+//! 3. If any host failed, every host drops what it staged and nobody switches.
+//! 4. Otherwise the switch request goes to all hosts at once, then refresh and health
+//!    check run on each; if any of those fail, every host goes back to its previous
+//!    release (and refreshes for it).
+//!
+//! A killed deploying process or a dropped connection ends the agents' sessions: each
+//! drops a release it staged but never switched to, and releases its lock.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cutover_config::Config;
+use cutover_core::deploy::{self, DeployOptions};
+use cutover_core::manifest::{self, EntryKind, Manifest};
+use cutover_core::stage::StageStats;
+use cutover_core::ReleaseId;
+use cutover_protocol::{
+    ContentWriter, ManifestPayload, RefreshRequest, Reply, Request, StageRequest,
+};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cli::{DeployArgs, GlobalArgs};
+use crate::error::{CommandError, Kind, Result};
+use crate::printer::{human_bytes, Printer};
+use crate::remote::{Agent, Target};
+
+/// One host as the config describes it.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub target: Target,
+    pub php: cutover_config::PhpSettings,
+    pub refresh: cutover_config::RefreshSettings,
+    pub health: cutover_config::HealthSettings,
+}
+
+/// The hosts of `[hosts]`, or only those named with `--host`.
+pub fn hosts(config: &Config, selected: &[String]) -> Result<Vec<Host>> {
+    for name in selected {
+        if !config.hosts.contains_key(name) {
+            let known: Vec<&str> = config.hosts.keys().map(String::as_str).collect();
+            return Err(CommandError::usage(
+                format!("no host `{name}` in [hosts]"),
+                format!("hosts in the config: {}", known.join(", ")),
+            ));
+        }
+    }
+    let ssh_cwd = config
+        .origin
+        .as_ref()
+        .and_then(|o| o.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut hosts = Vec::new();
+    for (name, settings) in &config.hosts {
+        if !selected.is_empty() && !selected.contains(name) {
+            continue;
+        }
+        let path = settings
+            .path
+            .clone()
+            .or_else(|| config.deploy.path.clone())
+            .ok_or_else(|| {
+                CommandError::usage(
+                    format!("host `{name}` has no deploy path"),
+                    format!("set `path = \"/var/www/app\"` in [hosts.{name}] or in [deploy]"),
+                )
+            })?;
+        let mut ssh_options = config.ssh.options.clone();
+        ssh_options.extend(settings.ssh_options.iter().cloned());
+        hosts.push(Host {
+            target: Target {
+                name: name.clone(),
+                ssh: settings.ssh.clone(),
+                ssh_options,
+                ssh_cwd: ssh_cwd.clone(),
+                path,
+            },
+            php: settings.php.clone().unwrap_or_else(|| config.php.clone()),
+            refresh: settings
+                .refresh
+                .clone()
+                .unwrap_or_else(|| config.refresh.clone()),
+            health: settings
+                .health
+                .clone()
+                .unwrap_or_else(|| config.health.clone()),
+        });
+    }
+    Ok(hosts)
+}
+
+/// What happened on one host, for the table and `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ReleaseId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<StageStats>,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    pub stage_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched_at_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+struct Session {
+    host: Host,
+    agent: Option<Agent>,
+    report: HostReport,
+    current: Option<ReleaseId>,
+    releases: Vec<ReleaseId>,
+    digest: Option<String>,
+    staged: bool,
+    switched: bool,
+}
+
+impl Session {
+    fn fail(&mut self, error: &CommandError) {
+        self.report.status = "failed";
+        let mut text = error.message.clone();
+        for cause in &error.causes {
+            text.push_str(&format!("; {cause}"));
+        }
+        self.report.error = Some(text);
+    }
+
+    fn agent(&mut self) -> Result<&mut Agent> {
+        let name = self.host.target.name.clone();
+        self.agent.as_mut().ok_or_else(|| CommandError {
+            kind: Kind::Failed,
+            message: format!("{name}: not connected"),
+            causes: Vec::new(),
+            hints: Vec::new(),
+        })
+    }
+}
+
+pub fn deploy(
+    args: &DeployArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    printer: Printer,
+) -> Result<()> {
+    let _ = global;
+    if args.change.dry_run {
+        return Err(CommandError::usage(
+            "--dry-run is not supported for [hosts] deploys yet",
+            "run `cutover deploy --to PATH --dry-run` against one deploy path",
+        ));
+    }
+    let opts = crate::settings::deploy_options(args, config)?;
+    let source_dir = deploy::resolve_source(&opts.source)?;
+    let hosts = hosts(config, &args.hosts)?;
+    let parallel = args.parallel.unwrap_or(16) as usize;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(parallel)
+        .build()
+        .map_err(|e| CommandError::usage(format!("--parallel: {e}"), "pass a smaller number"))?;
+    let wait_lock_ms = args.change.wait_lock.map(|d| d.as_millis() as u64);
+    let started = Instant::now();
+
+    let mut sessions: Vec<Session> = hosts
+        .into_iter()
+        .map(|host| Session {
+            report: HostReport {
+                host: host.target.name.clone(),
+                status: "pending",
+                ..HostReport::default()
+            },
+            host,
+            agent: None,
+            current: None,
+            releases: Vec::new(),
+            digest: None,
+            staged: false,
+            switched: false,
+        })
+        .collect();
+
+    // 1. Connect and lock everywhere.
+    printer.progress_line(&format!("connecting to {} hosts", sessions.len()));
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            let opened = Agent::connect(&s.host.target).and_then(|mut agent| {
+                let reply = agent.call(&Request::Open {
+                    path: s.host.target.path.clone(),
+                    wait_lock_ms,
+                });
+                s.agent = Some(agent);
+                reply
+            });
+            match opened {
+                Ok(Reply::Opened {
+                    current,
+                    releases,
+                    manifest_digest,
+                }) => {
+                    s.report.previous = current.clone();
+                    s.current = current;
+                    s.releases = releases;
+                    s.digest = manifest_digest;
+                }
+                Ok(other) => s.fail(&unexpected(&s.host.target.name, "opened", &other)),
+                Err(e) => s.fail(&e),
+            }
+        })
+    });
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        return finish_failed(
+            sessions,
+            printer,
+            "could not open a session on every host; nothing was staged or switched",
+        );
+    }
+
+    // 2. One release id for every host.
+    let release = match &opts.release {
+        Some(id) => id.clone(),
+        None => fresh_id(&sessions),
+    };
+    let mut source = cutover_core::command::git_source(&source_dir);
+    source.path = source_dir.display().to_string();
+    let build_dir = build(&source_dir, &opts, &release, printer)?;
+    let tree = build_dir
+        .as_ref()
+        .map_or(source_dir.as_path(), |d| d.path());
+    let excludes = deploy::source_excludes(&opts);
+    let cache = ManifestCache::new();
+    let known = sessions
+        .iter()
+        .filter_map(|s| s.digest.as_deref())
+        .find_map(|d| cache.load(d));
+    let manifest = manifest::scan(tree, &excludes, known.as_ref())?;
+
+    // 3. Stage everywhere.
+    printer.progress_line(&format!(
+        "staging {release} on {} hosts ({} entries)",
+        sessions.len(),
+        manifest.entries.len()
+    ));
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            let base = s.digest.as_deref().and_then(|d| cache.load(d));
+            let request = StageRequest {
+                release: Some(release.clone()),
+                manifest: match &base {
+                    Some(base) => ManifestPayload::Delta(manifest.delta_from(base)),
+                    None => ManifestPayload::Full(manifest.clone()),
+                },
+                shared_dirs: opts.shared_dirs.clone(),
+                shared_files: opts.shared_files.clone(),
+                before_switch: opts.before_switch.clone(),
+                release_file: opts.release_file.clone(),
+                source: source.clone(),
+            };
+            if let Err(e) = stage_host(s, &request, &manifest, tree) {
+                s.fail(&e);
+            }
+        })
+    });
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        abort_all(&mut sessions, &release);
+        return finish_failed(
+            sessions,
+            printer,
+            "staging failed on a host; no host was switched",
+        );
+    }
+
+    // 4. Switch everywhere at once: all requests out first, then the replies.
+    printer.progress_line(&format!("switching {} hosts to {release}", sessions.len()));
+    switch_all(&mut sessions, |_, _| {
+        Some(Request::Switch {
+            release: release.clone(),
+            rollback: false,
+        })
+    });
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(&mut sessions, &pool);
+        return finish_failed(
+            sessions,
+            printer,
+            "the switch failed on a host; every host that switched was switched back",
+        );
+    }
+
+    // 5. Refresh and check each host.
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            let request = refresh_request(&s.host, &release);
+            match s.agent().and_then(|a| a.call(&request)) {
+                Ok(Reply::Refreshed { report }) => {
+                    s.report.refresh = (!report.is_null()).then_some(report);
+                    s.report.status = "deployed";
+                }
+                Ok(other) => s.fail(&unexpected(&s.host.target.name, "refreshed", &other)),
+                Err(e) => s.fail(&e),
+            }
+        })
+    });
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(&mut sessions, &pool);
+        return finish_failed(sessions, printer, "the refresh or health check failed on a host; every host was switched back to its previous release");
+    }
+
+    // 6. Clean up old releases; failures here are warnings, the deploy stands.
+    let keep = opts.keep_releases;
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            match s.agent().and_then(|a| a.call(&Request::Cleanup { keep })) {
+                Ok(_) => {}
+                Err(e) => s.report.warnings.push(format!(
+                    "deployed, but old releases were not removed: {}",
+                    e.message
+                )),
+            }
+        })
+    });
+    cache.store(&manifest);
+    let skew_us = skew(&sessions);
+    let reports: Vec<HostReport> = sessions.into_iter().map(close).collect();
+    for r in &reports {
+        for w in &r.warnings {
+            printer.warn(format!("{}: {w}", r.host));
+        }
+    }
+    let json = serde_json::json!({
+        "release": release,
+        "hosts": reports,
+        "switch_skew_us": skew_us,
+        "total_ms": started.elapsed().as_millis() as u64,
+    });
+    printer.result(&json, || {
+        let mut text = format!(
+            "Deployed release {release} to {} hosts in {:.2} s; switch skew {:.1} ms\n",
+            reports.len(),
+            started.elapsed().as_secs_f64(),
+            skew_us.unwrap_or(0) as f64 / 1000.0
+        );
+        text.push_str(&table(&reports));
+        text
+    });
+    Ok(())
+}
+
+fn stage_host(
+    s: &mut Session,
+    request: &StageRequest,
+    manifest: &Manifest,
+    tree: &Path,
+) -> Result<()> {
+    let name = s.host.target.name.clone();
+    let agent = s.agent()?;
+    let sent_before = agent.bytes_sent();
+    let need = match agent.call(&Request::Stage(Box::new(request.clone())))? {
+        Reply::Need { need, .. } => need,
+        other => return Err(unexpected(&name, "need", &other)),
+    };
+    let files = match checked_need(&need, manifest) {
+        Ok(files) => files,
+        Err(message) => {
+            let error = agent.protocol_error(cutover_protocol::ProtocolError::BadMessage(message));
+            // The conversation is out of step; end it rather than send anything more.
+            if let Some(agent) = s.agent.take() {
+                agent.close();
+            }
+            return Err(error);
+        }
+    };
+    let agent = s.agent()?;
+    send_content(agent, tree, &files).map_err(|e| CommandError {
+        kind: Kind::Failed,
+        message: format!("{name}: sending files failed: {}", e.message),
+        causes: e.causes,
+        hints: e.hints,
+    })?;
+    let reply = agent.reply()?;
+    let bytes_sent = agent.bytes_sent() - sent_before;
+    match reply {
+        Reply::Staged {
+            stats, stage_ms, ..
+        } => {
+            s.report.files = Some(stats);
+            s.report.files_sent = files.len() as u64;
+            s.report.bytes_sent = bytes_sent;
+            s.report.stage_ms = stage_ms;
+            s.report.status = "staged";
+            s.staged = true;
+            Ok(())
+        }
+        other => Err(unexpected(&name, "staged", &other)),
+    }
+}
+
+/// The indexes a host asked for must name files of the manifest, each once, in order:
+/// anything else is a confused or hostile agent, and no byte is sent for it.
+fn checked_need<'m>(
+    need: &[u32],
+    manifest: &'m Manifest,
+) -> std::result::Result<Vec<(&'m str, u64)>, String> {
+    let mut files = Vec::with_capacity(need.len());
+    let mut last: Option<u32> = None;
+    for &index in need {
+        if last.is_some_and(|l| index <= l) {
+            return Err(format!("file index {index} out of order or repeated"));
+        }
+        last = Some(index);
+        match manifest.entries.get(index as usize) {
+            Some(entry) => match &entry.kind {
+                EntryKind::File { size, .. } => files.push((entry.path.as_str(), *size)),
+                _ => return Err(format!("index {index} ({}) is not a file", entry.path)),
+            },
+            None => {
+                return Err(format!(
+                    "file index {index} is outside the manifest of {} entries",
+                    manifest.entries.len()
+                ))
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Streams the files, checking each is still the size the manifest says (a file changed
+/// during the deploy would otherwise be sent half old, half new; the host's hash check
+/// would refuse it, but a clear error here is better).
+fn send_content(agent: &mut Agent, tree: &Path, files: &[(&str, u64)]) -> Result<()> {
+    let io_error = |path: &Path, e: std::io::Error| CommandError {
+        kind: Kind::Failed,
+        message: format!("{}: {e}", path.display()),
+        causes: Vec::new(),
+        hints: Vec::new(),
+    };
+    let mut writer = ContentWriter::new(agent.writer()).map_err(|e| io_error(tree, e))?;
+    for (rel, size) in files {
+        let path = tree.join(rel);
+        let mut file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+        let copied = std::io::copy(&mut std::io::Read::take(&mut file, *size + 1), &mut writer)
+            .map_err(|e| io_error(&path, e))?;
+        if copied != *size {
+            return Err(CommandError {
+                kind: Kind::Failed,
+                message: format!("{} changed while it was being deployed", path.display()),
+                causes: Vec::new(),
+                hints: vec![
+                    "deploy from a tree nothing writes to (a build directory or a clean checkout)"
+                        .into(),
+                ],
+            });
+        }
+    }
+    writer.finish().map_err(|e| io_error(tree, e))?;
+    Ok(())
+}
+
+fn refresh_request(host: &Host, release: &ReleaseId) -> Request {
+    Request::Refresh(Box::new(RefreshRequest {
+        release: release.clone(),
+        refresh: host.refresh.clone(),
+        php: host.php.clone(),
+        health: host.health.clone(),
+    }))
+}
+
+/// Sends one request to every host that `make` returns one for, then reads the replies:
+/// the hosts act as close to the same moment as the connections allow.
+fn switch_all(sessions: &mut [Session], make: impl Fn(usize, &Session) -> Option<Request>) {
+    let mut sent = vec![false; sessions.len()];
+    for (i, s) in sessions.iter_mut().enumerate() {
+        let Some(request) = make(i, s) else { continue };
+        match s.agent().and_then(|a| a.send(&request)) {
+            Ok(()) => sent[i] = true,
+            Err(e) => s.fail(&e),
+        }
+    }
+    for (i, s) in sessions.iter_mut().enumerate() {
+        if !sent[i] {
+            continue;
+        }
+        match s.agent().and_then(Agent::reply) {
+            Ok(Reply::Switched {
+                at_us, warnings, ..
+            }) => {
+                s.switched = true;
+                s.report.switched_at_us = Some(at_us);
+                s.report.warnings.extend(warnings);
+                if s.report.status != "failed" {
+                    s.report.status = "switched";
+                }
+            }
+            Ok(other) => s.fail(&unexpected(&s.host.target.name, "switched", &other)),
+            Err(e) => s.fail(&e),
+        }
+    }
+}
+
+/// Every host that switched goes back to the release it had, and refreshes for it.
+fn roll_back_all(sessions: &mut [Session], pool: &rayon::ThreadPool) {
+    let targets: Vec<Option<ReleaseId>> = sessions
+        .iter()
+        .map(|s| s.switched.then(|| s.current.clone()).flatten())
+        .collect();
+    switch_all(sessions, |i, _| {
+        targets[i].clone().map(|release| Request::Switch {
+            release,
+            rollback: true,
+        })
+    });
+    pool.install(|| {
+        sessions
+            .par_iter_mut()
+            .zip(targets.par_iter())
+            .for_each(|(s, target)| {
+                let Some(previous) = target else { return };
+                let request = refresh_request(&s.host, previous);
+                let outcome = s.agent().and_then(|a| a.call(&request));
+                if s.report.status != "failed" {
+                    s.report.status = "rolled back";
+                }
+                if let Err(e) = outcome {
+                    s.report.warnings.push(format!(
+                        "switched back to {previous}, but its refresh failed: {}",
+                        e.message
+                    ));
+                }
+            })
+    });
+}
+
+/// Hosts that staged drop the release; the others never had it.
+fn abort_all(sessions: &mut [Session], release: &ReleaseId) {
+    for s in sessions.iter_mut().filter(|s| s.staged) {
+        let outcome = s.agent().and_then(|a| {
+            a.call(&Request::Abort {
+                release: release.clone(),
+            })
+        });
+        if s.report.status != "failed" {
+            s.report.status = "not switched";
+        }
+        if let Err(e) = outcome {
+            s.report.warnings.push(format!(
+                "the staged release stays until the next deploy: {}",
+                e.message
+            ));
+        }
+    }
+}
+
+fn finish_failed(sessions: Vec<Session>, printer: Printer, summary: &str) -> Result<()> {
+    let reports: Vec<HostReport> = sessions.into_iter().map(close).collect();
+    let failed: Vec<&HostReport> = reports.iter().filter(|r| r.status == "failed").collect();
+    let json = serde_json::json!({
+        "error": { "message": summary, "exit_code": 1 },
+        "hosts": reports,
+    });
+    printer.result(&json, || table(&reports));
+    let mut causes: Vec<String> = failed.iter().filter_map(|r| r.error.clone()).collect();
+    if causes.is_empty() {
+        causes.push("see the table above".into());
+    }
+    Err(CommandError {
+        kind: Kind::Failed,
+        message: summary.to_string(),
+        causes,
+        hints: vec![
+            "fix the host named above and deploy again; every host is on a complete release".into(),
+        ],
+    })
+}
+
+fn close(mut s: Session) -> HostReport {
+    if let Some(agent) = s.agent.take() {
+        agent.close();
+    }
+    s.report
+}
+
+fn skew(sessions: &[Session]) -> Option<u64> {
+    let times: Vec<u64> = sessions
+        .iter()
+        .filter_map(|s| s.report.switched_at_us)
+        .collect();
+    Some(times.iter().max()? - times.iter().min()?)
+}
+
+fn table(reports: &[HostReport]) -> String {
+    let mut text = format!(
+        "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>9}\n",
+        "HOST", "STATUS", "FILES", "LINKED", "SENT", "BYTES", "STAGE"
+    );
+    for r in reports {
+        let (files, linked) = r.files.map_or((0, 0), |f| (f.files, f.linked));
+        text.push_str(&format!(
+            "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>7.2} s\n",
+            r.host,
+            r.status,
+            files,
+            linked,
+            r.files_sent,
+            human_bytes(r.bytes_sent),
+            r.stage_ms as f64 / 1000.0
+        ));
+        if let Some(error) = &r.error {
+            text.push_str(&format!("    {error}\n"));
+        }
+    }
+    text
+}
+
+fn unexpected(host: &str, expected: &str, got: &Reply) -> CommandError {
+    CommandError {
+        kind: Kind::Failed,
+        message: format!(
+            "{host}: expected a `{expected}` reply, received `{}`",
+            got.name()
+        ),
+        causes: Vec::new(),
+        hints: Vec::new(),
+    }
+}
+
+/// A timestamp id no host has yet (Capistrano's format, like a local deploy).
+fn fresh_id(sessions: &[Session]) -> ReleaseId {
+    let base = ReleaseId::timestamp(time::OffsetDateTime::now_utc());
+    let taken = |id: &ReleaseId| sessions.iter().any(|s| s.releases.contains(id));
+    let mut id = base.clone();
+    let mut n = 1;
+    while taken(&id) {
+        n += 1;
+        id = base.with_suffix(n);
+    }
+    id
+}
+
+/// `[build] run` happens once, here, on a private copy of the source; the hosts receive
+/// the result.
+fn build(
+    source: &Path,
+    opts: &DeployOptions,
+    release: &ReleaseId,
+    printer: Printer,
+) -> Result<Option<tempfile::TempDir>> {
+    if opts.build.is_empty() {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("cutover-build-")
+        .tempdir()
+        .map_err(|e| CommandError {
+            kind: Kind::Failed,
+            message: format!("cannot create a build directory: {e}"),
+            causes: Vec::new(),
+            hints: Vec::new(),
+        })?;
+    let excludes = deploy::source_excludes(opts);
+    let populate = cutover_core::stage::Populate {
+        source,
+        dest: dir.path(),
+        previous: None,
+        excludes: &excludes,
+        dry_run: false,
+    };
+    let progress = printer.progress("building");
+    cutover_core::stage::populate(&populate, &progress)?;
+    let build_path = dir.path().display().to_string();
+    let env = [
+        ("CUTOVER_RELEASE", release.as_str()),
+        ("CUTOVER_BUILD_PATH", build_path.as_str()),
+    ];
+    for script in &opts.build {
+        cutover_core::command::run("build", script, dir.path(), &env, &progress)?;
+    }
+    Ok(Some(dir))
+}
+
+/// The last manifests sent from this machine, by digest, so the next deploy can send a
+/// delta and skip hashing unchanged files. `$XDG_CACHE_HOME/cutover/manifests`.
+struct ManifestCache {
+    dir: Option<PathBuf>,
+}
+
+impl ManifestCache {
+    const KEEP: usize = 8;
+
+    fn new() -> Self {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        ManifestCache {
+            dir: base.map(|b| b.join("cutover").join("manifests")),
+        }
+    }
+
+    fn load(&self, digest: &str) -> Option<Manifest> {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let path = self.dir.as_ref()?.join(format!("{digest}.json"));
+        let manifest = Manifest::load(&path).ok().flatten()?;
+        (manifest.digest() == digest).then_some(manifest)
+    }
+
+    /// Best effort: without a cache the next deploy sends a full manifest.
+    fn store(&self, manifest: &Manifest) {
+        let Some(dir) = &self.dir else { return };
+        let path = dir.join(format!("{}.json", manifest.digest()));
+        if manifest.store(&path).is_err() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        let excess = files.len().saturating_sub(Self::KEEP);
+        for (_, path) in files.into_iter().take(excess) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Deploys to several hosts over real ssh: private sshd instances on 127.0.0.1 (own host
+//! keys, own client key and known_hosts, strict host key checking), one deploy path each.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cutover_teststack::SshHosts;
+
+use crate::common::{exit_code, text, Sandbox};
+
+const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
+
+struct Fleet {
+    sb: Sandbox,
+    ssh: SshHosts,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let sb = Sandbox::new();
+        let ssh = SshHosts::start(&HOSTS).expect("start sshd hosts");
+        Fleet { sb, ssh }
+    }
+
+    fn host_path(&self, name: &str) -> PathBuf {
+        self.sb.path().join("hosts").join(name)
+    }
+
+    /// A config with every host, `extra` appended (tables of its own).
+    fn config(&self, name: &str, extra: &str) -> String {
+        let mut text = format!(
+            "[deploy]\nsource = {:?}\n\n[ssh]\noptions = [\"-F\", {:?}]\n",
+            self.sb.src().display().to_string(),
+            self.ssh.ssh_config().display().to_string(),
+        );
+        for host in HOSTS {
+            text.push_str(&format!(
+                "\n[hosts.{host}]\nssh = \"{host}\"\npath = {:?}\n",
+                self.host_path(host).display().to_string()
+            ));
+            if let Some(more) = extra_for(extra, host) {
+                text.push_str(more);
+            }
+        }
+        text.push_str(extra_global(extra));
+        self.sb.config(name, &text)
+    }
+
+    fn command(&self, config: &str, args: &[&str]) -> Command {
+        let mut cmd = self.sb.cutover();
+        cmd.env("XDG_CACHE_HOME", self.sb.path().join("cache"));
+        cmd.args(["--config", config]).args(args);
+        cmd
+    }
+
+    fn run(&self, config: &str, args: &[&str]) -> Output {
+        self.command(config, args).output().unwrap()
+    }
+
+    fn deploy_json(&self, config: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["deploy", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(config, &all);
+        assert!(out.status.success(), "deploy failed:\n{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn current(&self, host: &str) -> Option<String> {
+        let link = std::fs::read_link(self.host_path(host).join("current")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    fn releases(&self, host: &str) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.host_path(host).join("releases"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Staging directories and parked trash left on a host.
+    fn debris(&self, host: &str) -> Vec<String> {
+        std::fs::read_dir(self.host_path(host).join(".cutover"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("staging-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn assert_all_on(&self, release: &str) {
+        for host in HOSTS {
+            assert_eq!(self.current(host).as_deref(), Some(release), "{host}");
+        }
+    }
+}
+
+/// `extra` holds per-host lines as `@web2 line` and global tables as plain lines.
+fn extra_for<'a>(extra: &'a str, host: &str) -> Option<&'a str> {
+    let tag = format!("@{host} ");
+    extra.lines().find_map(|l| l.strip_prefix(tag.as_str()))
+}
+
+fn extra_global(extra: &str) -> &str {
+    if extra.starts_with('@') {
+        ""
+    } else {
+        extra
+    }
+}
+
+/// Bytes that do not compress, so "bytes sent" can be compared with bytes changed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn write_app(sb: &Sandbox, version: &str, files: usize) {
+    sb.write("public/index.php", &format!("<?php echo '{version}';\n"));
+    for i in 0..files {
+        let path = sb.src().join(format!("lib/f{i}.bin"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if !path.exists() {
+            std::fs::write(&path, noise(i as u64, 4096)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 300);
+    let config = fleet.config("fleet.toml", "");
+
+    let first = fleet.deploy_json(&config, &[]);
+    let v1 = first["release"].as_str().unwrap().to_string();
+    fleet.assert_all_on(&v1);
+    for host in HOSTS {
+        let index = fleet.host_path(host).join("current/public/index.php");
+        assert_eq!(
+            std::fs::read_to_string(index).unwrap(),
+            "<?php echo 'v1';\n"
+        );
+        let bin = fleet.host_path(host).join(".cutover/bin");
+        assert_eq!(
+            std::fs::read_dir(bin).unwrap().count(),
+            1,
+            "{host}: one agent"
+        );
+    }
+    assert_eq!(first["hosts"].as_array().unwrap().len(), 3);
+    assert!(first["switch_skew_us"].as_u64().is_some());
+
+    // Change 10 files: 40 KiB of bytes that do not compress.
+    let mut changed = 0;
+    for i in 0..10u64 {
+        let bytes = noise(1000 + i, 4096);
+        changed += bytes.len();
+        std::fs::write(fleet.sb.src().join(format!("lib/f{}.bin", i * 7)), bytes).unwrap();
+    }
+    let second = fleet.deploy_json(&config, &[]);
+    let v2 = second["release"].as_str().unwrap().to_string();
+    assert_ne!(v1, v2);
+    fleet.assert_all_on(&v2);
+    for host in second["hosts"].as_array().unwrap() {
+        let name = host["host"].as_str().unwrap();
+        assert_eq!(host["status"], "deployed", "{name}");
+        assert_eq!(host["files_sent"], 10, "{name}");
+        let sent = host["bytes_sent"].as_u64().unwrap();
+        assert!(
+            sent as f64 <= changed as f64 * 1.1,
+            "{name}: sent {sent} bytes for {changed} changed"
+        );
+        assert_eq!(host["files"]["linked"], 291, "{name}: {host}");
+        // The release on the host is byte for byte the source.
+        for i in [0u64, 7, 8] {
+            let rel = format!("lib/f{i}.bin");
+            assert_eq!(
+                std::fs::read(fleet.host_path(name).join("current").join(&rel)).unwrap(),
+                std::fs::read(fleet.sb.src().join(&rel)).unwrap(),
+                "{name}: {rel}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_host_failing_to_stage_leaves_every_host_on_the_old_release() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 20);
+    let good = fleet.config("good.toml", "");
+    let v1 = fleet.deploy_json(&good, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    write_app(&fleet.sb, "v2", 20);
+    let web2 = fleet.host_path("web2").display().to_string();
+    let failing = fleet.config(
+        "failing.toml",
+        &format!(
+            "\n[hooks]\nbefore_switch = [\"test \\\"$CUTOVER_DEPLOY_PATH\\\" != '{web2}' || {{ echo disk says no >&2; exit 3; }}\"]\n"
+        ),
+    );
+    let out = fleet.run(&failing, &["deploy"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("web2") && all.contains("disk says no"),
+        "{all}"
+    );
+    assert!(all.contains("no host was switched"), "{all}");
+    fleet.assert_all_on(&v1);
+    for host in HOSTS {
+        assert_eq!(
+            fleet.releases(host),
+            vec![v1.clone()],
+            "{host}: staged release removed"
+        );
+        assert!(fleet.debris(host).is_empty(), "{host}");
+    }
+    // Locks were released and nothing is in the way of the next deploy.
+    let v2 = fleet.deploy_json(&good, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.assert_all_on(&v2);
+}
+
+#[test]
+fn a_failing_health_check_on_one_host_rolls_every_host_back() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let good = fleet.config("good.toml", "");
+    let v1 = fleet.deploy_json(&good, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Nothing listens on port 9 of loopback: web3's check can never pass.
+    let broken = fleet.config(
+        "broken.toml",
+        "@web3 health = { url = \"http://127.0.0.1:9/health\", timeout_seconds = 1 }\n",
+    );
+    write_app(&fleet.sb, "v2", 5);
+    let out = fleet.run(&broken, &["deploy", "--json"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<(&str, &str)> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap(), h["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("web1", "rolled back"),
+            ("web2", "rolled back"),
+            ("web3", "failed")
+        ]
+    );
+    fleet.assert_all_on(&v1);
+    for host in HOSTS {
+        let history =
+            std::fs::read_to_string(fleet.host_path(host).join(".cutover/history.jsonl")).unwrap();
+        assert!(history.contains("\"rolled_back\""), "{host}: {history}");
+    }
+}
+
+#[test]
+fn an_unreachable_host_or_a_held_lock_changes_nothing_anywhere() {
+    let mut fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let config = fleet.config("fleet.toml", "");
+    let v1 = fleet.deploy_json(&config, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // web2's lock is held by another process.
+    let lock = fleet.host_path("web2").join(".cutover/lock");
+    // -o: the lock stays with flock itself (not `sleep`), so killing flock releases it.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    write_app(&fleet.sb, "v2", 5);
+    let out = fleet.run(&config, &["deploy"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("web2") && text(&out).contains("lock"),
+        "{}",
+        text(&out)
+    );
+    fleet.assert_all_on(&v1);
+    for host in HOSTS {
+        assert_eq!(fleet.releases(host), vec![v1.clone()], "{host}");
+    }
+
+    // web3 is down.
+    fleet.ssh.stop("web3").unwrap();
+    let out = fleet.run(&config, &["deploy"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("web3"), "{}", text(&out));
+    fleet.assert_all_on(&v1);
+    for host in HOSTS {
+        assert_eq!(fleet.releases(host), vec![v1.clone()], "{host}");
+    }
+    // The others were not left locked.
+    let out = fleet.run(&config, &["deploy", "--host", "web1", "--host", "web2"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The pids of `parent`'s direct children.
+fn children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{parent}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let path = task.unwrap().path().join("children");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let config = fleet.config("fleet.toml", "");
+    let v1 = fleet.deploy_json(&config, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 48 MiB of new bytes per host: long enough to cut in the middle.
+    for i in 0..12u64 {
+        std::fs::write(
+            fleet.sb.src().join(format!("big{i}.bin")),
+            noise(50 + i, 4 << 20),
+        )
+        .unwrap();
+    }
+    let staging_on = |host: &str| !fleet.debris(host).is_empty();
+
+    // 1. Drop web2's connection: kill its ssh client.
+    let deploy = fleet
+        .command(&config, &["deploy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("web2 to start staging", Duration::from_secs(30), || {
+        staging_on("web2")
+    });
+    let ssh = children(deploy.id())
+        .into_iter()
+        .find(|&pid| cmdline(pid).contains("ssh") && cmdline(pid).contains(" web2 "))
+        .expect("the ssh client for web2");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(ssh as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let out = deploy.wait_with_output().unwrap();
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("web2"), "{}", text(&out));
+    fleet.assert_all_on(&v1);
+
+    // 2. Kill the deploying process itself.
+    let mut deploy = fleet
+        .command(&config, &["deploy"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("staging to start", Duration::from_secs(30), || {
+        HOSTS.iter().all(|h| staging_on(h))
+    });
+    deploy.kill().unwrap();
+    deploy.wait().unwrap();
+    fleet.assert_all_on(&v1);
+    // The agents notice, drop their staging and release their locks.
+    wait_for("agents to clean up", Duration::from_secs(20), || {
+        HOSTS.iter().all(|h| !staging_on(h))
+    });
+    for host in HOSTS {
+        assert_eq!(fleet.releases(host), vec![v1.clone()], "{host}");
+    }
+
+    // The next deploy works everywhere.
+    let v2 = fleet.deploy_json(&config, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.assert_all_on(&v2);
+    for host in HOSTS {
+        let big = fleet.host_path(host).join("current/big11.bin");
+        assert_eq!(std::fs::metadata(big).unwrap().len(), 4 << 20, "{host}");
+    }
+}
+
+/// Replaces web1's agent with a script that sends `reply` (raw frames) whatever it is
+/// asked, as a compromised or broken host would.
+fn plant_agent(fleet: &Fleet, reply: &[u8]) {
+    let bin_dir = fleet.host_path("web1").join(".cutover/bin");
+    let agent = std::fs::read_dir(&bin_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let frames = fleet.sb.path().join("hostile.bin");
+    std::fs::write(&frames, reply).unwrap();
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\ncat '{}'\nsleep 5\n", frames.display()),
+    )
+    .unwrap();
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![kind];
+    bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn message(json: serde_json::Value) -> Vec<u8> {
+    frame(1, &serde_json::to_vec(&json).unwrap())
+}
+
+fn hello() -> Vec<u8> {
+    message(serde_json::json!({
+        "reply": "hello", "protocol": 1, "version": "0", "pid": 1, "hostname": "evil"
+    }))
+}
+
+#[test]
+fn hostile_agent_replies_are_refused_before_anything_is_acted_on() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let config = fleet.config("fleet.toml", "");
+    let v1 = fleet.deploy_json(&config, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_app(&fleet.sb, "v2", 5);
+    let secret = fleet.sb.path().join("secret");
+    std::fs::write(&secret, "not for the host").unwrap();
+
+    let opened = message(serde_json::json!({
+        "reply": "opened", "current": null, "releases": [], "manifest_digest": null
+    }));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "oversized frame",
+            [hello(), vec![1, 0x7f, 0xff, 0xff, 0xff]].concat(),
+            "over the limit",
+        ),
+        (
+            "release outside releases/",
+            [
+                hello(),
+                message(serde_json::json!({
+                    "reply": "opened", "current": "../../etc", "releases": [], "manifest_digest": null
+                })),
+            ]
+            .concat(),
+            "not safe",
+        ),
+        (
+            "file outside the manifest",
+            [
+                hello(),
+                opened.clone(),
+                message(serde_json::json!({
+                    "reply": "need", "release": "x", "previous": null, "need": [100000]
+                })),
+            ]
+            .concat(),
+            "outside the manifest",
+        ),
+    ];
+    for (what, reply, expected) in cases {
+        plant_agent(&fleet, &reply);
+        let out = fleet.run(&config, &["deploy", "--release", "hostile"]);
+        assert_eq!(exit_code(&out), 1, "{what}: {}", text(&out));
+        let all = text(&out);
+        assert!(
+            all.contains("web1") && all.contains(expected),
+            "{what}: {all}"
+        );
+        fleet.assert_all_on(&v1);
+        for host in ["web2", "web3"] {
+            assert_eq!(fleet.releases(host), vec![v1.clone()], "{what}: {host}");
+        }
+    }
+}
