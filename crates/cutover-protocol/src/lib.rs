@@ -38,10 +38,17 @@ pub enum Request {
         protocol: u32,
         version: String,
     },
-    /// Takes the deploy lock for the rest of the session.
+    /// With `lock`, takes the deploy lock for the rest of the session (creating the
+    /// layout); without, the deploy path must exist and is only read.
     Open {
         path: PathBuf,
+        lock: bool,
         wait_lock_ms: Option<u64>,
+    },
+    /// Runs a read-only cutover command on the host (`releases`, `php status|reset`) and
+    /// returns what it printed: the host's answer is exactly the local command's.
+    Run {
+        args: Vec<String>,
     },
     Releases,
     /// Answered by `Need`, then the content stream, then `Staged`.
@@ -129,6 +136,11 @@ pub enum Reply {
         report: serde_json::Value,
     },
     Aborted,
+    Ran {
+        exit_code: i32,
+        stdout: String,
+        stderr: String,
+    },
     CleanedUp {
         removed: Vec<ReleaseId>,
     },
@@ -157,6 +169,7 @@ impl Reply {
             Reply::Switched { .. } => "switched",
             Reply::Refreshed { .. } => "refreshed",
             Reply::Aborted => "aborted",
+            Reply::Ran { .. } => "ran",
             Reply::CleanedUp { .. } => "cleaned_up",
             Reply::Failed(_) => "failed",
         }

@@ -92,12 +92,23 @@ impl Session {
                     .to_string_lossy()
                     .into_owned(),
             }),
-            Request::Open { path, wait_lock_ms } => {
+            Request::Open {
+                path,
+                lock,
+                wait_lock_ms,
+            } => {
                 let deploy = DeployPath::new(path)?;
                 deploy.current_link()?;
-                deploy.ensure_layout()?;
-                let wait = wait_lock_ms.map(Duration::from_millis);
-                self.lock = Some(DeployLock::acquire(&deploy.lock_file(), wait)?);
+                if lock {
+                    deploy.ensure_layout()?;
+                    let wait = wait_lock_ms.map(Duration::from_millis);
+                    self.lock = Some(DeployLock::acquire(&deploy.lock_file(), wait)?);
+                } else if !deploy.exists() {
+                    return Err(Handled::Failed(CommandError::usage(
+                        format!("{} does not exist", deploy.root().display()),
+                        "deploy to this host first",
+                    )));
+                }
                 let current = deploy.current_release()?;
                 let releases = deploy.releases()?;
                 let base = current.clone().or_else(|| releases.last().cloned());
@@ -109,6 +120,33 @@ impl Session {
                     current,
                     releases,
                     manifest_digest,
+                })
+            }
+            Request::Run { args } => {
+                const ALLOWED: [&str; 2] = ["releases", "php"];
+                if !args.first().is_some_and(|a| ALLOWED.contains(&a.as_str())) {
+                    return Err(Handled::Failed(CommandError::usage(
+                        format!("the agent runs only {ALLOWED:?}, not {args:?}"),
+                        "this is a bug in the deploying cutover",
+                    )));
+                }
+                let exe = std::env::current_exe().map_err(|e| {
+                    CommandError::from(cutover_core::Error::io("find", "this executable", e))
+                })?;
+                // Only what the deploying machine sent counts, never a cutover.toml that
+                // happens to sit in the remote user's home.
+                let output = std::process::Command::new(exe)
+                    .args(["--config", "/dev/null"])
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| {
+                        CommandError::from(cutover_core::Error::io("run", "cutover", e))
+                    })?;
+                Ok(Reply::Ran {
+                    exit_code: output.status.code().unwrap_or(1),
+                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
                 })
             }
             Request::Releases => {

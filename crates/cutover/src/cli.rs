@@ -151,6 +151,10 @@ pub struct TargetArgs {
     /// The deploy path (holding `current`, `releases/`, `shared/`); default: [deploy] path.
     #[arg(long, value_name = "PATH", env = "CUTOVER_DEPLOY_PATH")]
     pub to: Option<PathBuf>,
+    /// With [hosts] in cutover.toml: only this host (repeatable); default: every host.
+    /// Without --to, commands act on the hosts of [hosts].
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -175,9 +179,6 @@ pub struct DeployArgs {
     /// Releases to keep after the switch; default: [deploy] keep_releases, or 5.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
-    /// With [hosts]: deploy to this host only (repeatable); default: every host.
-    #[arg(long = "host", value_name = "NAME")]
-    pub hosts: Vec<String>,
     /// With [hosts]: how many hosts are worked on at once; default 16.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub parallel: Option<u64>,

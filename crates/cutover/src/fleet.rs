@@ -25,7 +25,7 @@ use cutover_protocol::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::cli::{DeployArgs, GlobalArgs};
+use crate::cli::{ChangeArgs, DeployArgs, TargetArgs};
 use crate::error::{CommandError, Kind, Result};
 use crate::printer::{human_bytes, Printer};
 use crate::remote::{Agent, Target};
@@ -126,11 +126,21 @@ struct Session {
     digest: Option<String>,
     staged: bool,
     switched: bool,
+    /// One line per host while a terminal watches.
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Session {
+    /// The host's state, in its report and on its progress line.
+    fn set_status(&mut self, status: &'static str) {
+        self.report.status = status;
+        if let Some(bar) = &self.bar {
+            bar.set_message(status);
+        }
+    }
+
     fn fail(&mut self, error: &CommandError) {
-        self.report.status = "failed";
+        self.set_status("failed");
         let mut text = error.message.clone();
         for cause in &error.causes {
             text.push_str(&format!("; {cause}"));
@@ -149,76 +159,13 @@ impl Session {
     }
 }
 
-pub fn deploy(
-    args: &DeployArgs,
-    global: &GlobalArgs,
-    config: &Config,
-    printer: Printer,
-) -> Result<()> {
-    let _ = global;
-    if args.change.dry_run {
-        return Err(CommandError::usage(
-            "--dry-run is not supported for [hosts] deploys yet",
-            "run `cutover deploy --to PATH --dry-run` against one deploy path",
-        ));
-    }
+pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()> {
+    refuse_dry_run(&args.change)?;
     let opts = crate::settings::deploy_options(args, config)?;
     let source_dir = deploy::resolve_source(&opts.source)?;
-    let hosts = hosts(config, &args.hosts)?;
-    let parallel = args.parallel.unwrap_or(16) as usize;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallel)
-        .build()
-        .map_err(|e| CommandError::usage(format!("--parallel: {e}"), "pass a smaller number"))?;
-    let wait_lock_ms = args.change.wait_lock.map(|d| d.as_millis() as u64);
+    let pool = thread_pool(args.parallel)?;
     let started = Instant::now();
-
-    let mut sessions: Vec<Session> = hosts
-        .into_iter()
-        .map(|host| Session {
-            report: HostReport {
-                host: host.target.name.clone(),
-                status: "pending",
-                ..HostReport::default()
-            },
-            host,
-            agent: None,
-            current: None,
-            releases: Vec::new(),
-            digest: None,
-            staged: false,
-            switched: false,
-        })
-        .collect();
-
-    // 1. Connect and lock everywhere.
-    printer.progress_line(&format!("connecting to {} hosts", sessions.len()));
-    pool.install(|| {
-        sessions.par_iter_mut().for_each(|s| {
-            let opened = Agent::connect(&s.host.target).and_then(|mut agent| {
-                let reply = agent.call(&Request::Open {
-                    path: s.host.target.path.clone(),
-                    wait_lock_ms,
-                });
-                s.agent = Some(agent);
-                reply
-            });
-            match opened {
-                Ok(Reply::Opened {
-                    current,
-                    releases,
-                    manifest_digest,
-                }) => {
-                    s.report.previous = current.clone();
-                    s.current = current;
-                    s.releases = releases;
-                    s.digest = manifest_digest;
-                }
-                Ok(other) => s.fail(&unexpected(&s.host.target.name, "opened", &other)),
-                Err(e) => s.fail(&e),
-            }
-        })
-    });
+    let mut sessions = open_all(config, &args.target, &pool, Some(&args.change), printer)?;
     if sessions.iter().any(|s| s.report.status == "failed") {
         return finish_failed(
             sessions,
@@ -247,11 +194,15 @@ pub fn deploy(
     let manifest = manifest::scan(tree, &excludes, known.as_ref())?;
 
     // 3. Stage everywhere.
-    printer.progress_line(&format!(
-        "staging {release} on {} hosts ({} entries)",
-        sessions.len(),
-        manifest.entries.len()
-    ));
+    phase(
+        &sessions,
+        printer,
+        &format!(
+            "staging {release} on {} hosts ({} entries)",
+            sessions.len(),
+            manifest.entries.len()
+        ),
+    );
     pool.install(|| {
         sessions.par_iter_mut().for_each(|s| {
             let base = s.digest.as_deref().and_then(|d| cache.load(d));
@@ -282,7 +233,11 @@ pub fn deploy(
     }
 
     // 4. Switch everywhere at once: all requests out first, then the replies.
-    printer.progress_line(&format!("switching {} hosts to {release}", sessions.len()));
+    phase(
+        &sessions,
+        printer,
+        &format!("switching {} hosts to {release}", sessions.len()),
+    );
     switch_all(&mut sessions, |_, _| {
         Some(Request::Switch {
             release: release.clone(),
@@ -299,19 +254,7 @@ pub fn deploy(
     }
 
     // 5. Refresh and check each host.
-    pool.install(|| {
-        sessions.par_iter_mut().for_each(|s| {
-            let request = refresh_request(&s.host, &release);
-            match s.agent().and_then(|a| a.call(&request)) {
-                Ok(Reply::Refreshed { report }) => {
-                    s.report.refresh = (!report.is_null()).then_some(report);
-                    s.report.status = "deployed";
-                }
-                Ok(other) => s.fail(&unexpected(&s.host.target.name, "refreshed", &other)),
-                Err(e) => s.fail(&e),
-            }
-        })
-    });
+    refresh_all(&mut sessions, &pool, &release, "deployed");
     if sessions.iter().any(|s| s.report.status == "failed") {
         roll_back_all(&mut sessions, &pool);
         return finish_failed(sessions, printer, "the refresh or health check failed on a host; every host was switched back to its previous release");
@@ -357,12 +300,411 @@ pub fn deploy(
     Ok(())
 }
 
+fn thread_pool(parallel: Option<u64>) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(parallel.unwrap_or(16) as usize)
+        .build()
+        .map_err(|e| CommandError::usage(format!("--parallel: {e}"), "pass a smaller number"))
+}
+
+/// Connects to every selected host in parallel and opens its deploy path: locked when
+/// `change` is given (a changing command), read-only otherwise. Hosts that failed are
+/// marked so in their report; the caller decides what that means.
+fn open_all(
+    config: &Config,
+    target: &TargetArgs,
+    pool: &rayon::ThreadPool,
+    change: Option<&ChangeArgs>,
+    printer: Printer,
+) -> Result<Vec<Session>> {
+    let hosts = hosts(config, &target.hosts)?;
+    let wait_lock_ms = change
+        .and_then(|c| c.wait_lock)
+        .map(|d| d.as_millis() as u64);
+    let mut sessions: Vec<Session> = hosts
+        .into_iter()
+        .map(|host| Session {
+            report: HostReport {
+                host: host.target.name.clone(),
+                status: "pending",
+                ..HostReport::default()
+            },
+            host,
+            agent: None,
+            current: None,
+            releases: Vec::new(),
+            digest: None,
+            staged: false,
+            switched: false,
+            bar: None,
+        })
+        .collect();
+    if let Some(multi) = printer.multi_progress() {
+        for s in &mut sessions {
+            let bar = multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix:<12} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(s.host.target.name.clone());
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            bar.set_message("connecting");
+            s.bar = Some(bar);
+        }
+    } else {
+        printer.progress_line(&format!("connecting to {} hosts", sessions.len()));
+    }
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            let opened = Agent::connect(&s.host.target).and_then(|mut agent| {
+                let reply = agent.call(&Request::Open {
+                    path: s.host.target.path.clone(),
+                    lock: change.is_some(),
+                    wait_lock_ms,
+                });
+                s.agent = Some(agent);
+                reply
+            });
+            match opened {
+                Ok(Reply::Opened {
+                    current,
+                    releases,
+                    manifest_digest,
+                }) => {
+                    s.report.previous = current.clone();
+                    s.current = current;
+                    s.releases = releases;
+                    s.digest = manifest_digest;
+                    s.set_status("connected");
+                }
+                Ok(other) => s.fail(&unexpected(&s.host.target.name, "opened", &other)),
+                Err(e) => s.fail(&e),
+            }
+        })
+    });
+    Ok(sessions)
+}
+
+/// `cutover switch` and `cutover rollback` on every host: all go to the same release at
+/// once, then refresh and check; if any fails, all go back.
+pub fn switch(
+    config: &Config,
+    target: &TargetArgs,
+    change: &ChangeArgs,
+    release: Option<&str>,
+    rollback: bool,
+    printer: Printer,
+) -> Result<()> {
+    refuse_dry_run(change)?;
+    let pool = thread_pool(None)?;
+    let mut sessions = open_all(config, target, &pool, Some(change), printer)?;
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        return finish_failed(
+            sessions,
+            printer,
+            "could not open a session on every host; nothing was switched",
+        );
+    }
+    let release = match release {
+        Some(id) => crate::settings::release_id(id)?,
+        None => common_rollback_target(&sessions)?,
+    };
+    for s in &mut sessions {
+        if !s.releases.contains(&release) {
+            let error = CommandError::usage(
+                format!("{}: no release `{release}`", s.host.target.name),
+                "`cutover releases` lists the releases of every host",
+            );
+            s.fail(&error);
+        }
+    }
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        return finish_failed(
+            sessions,
+            printer,
+            "the release is missing on a host; nothing was switched",
+        );
+    }
+    switch_all(&mut sessions, |_, s| {
+        (s.current.as_ref() != Some(&release)).then(|| Request::Switch {
+            release: release.clone(),
+            rollback,
+        })
+    });
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(&mut sessions, &pool);
+        return finish_failed(
+            sessions,
+            printer,
+            "the switch failed on a host; every host that switched was switched back",
+        );
+    }
+    let done = if rollback { "rolled back" } else { "switched" };
+    refresh_all(&mut sessions, &pool, &release, done);
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(&mut sessions, &pool);
+        return finish_failed(sessions, printer, "the refresh or health check failed on a host; every host was switched back to its previous release");
+    }
+    let skew_us = skew(&sessions);
+    let reports: Vec<HostReport> = sessions.into_iter().map(close).collect();
+    let json = serde_json::json!({
+        "release": release,
+        "hosts": reports,
+        "switch_skew_us": skew_us,
+    });
+    let verb = if rollback { "Rolled back" } else { "Switched" };
+    printer.result(&json, || {
+        let mut text = format!("{verb} {} hosts to release {release}\n", reports.len());
+        for r in &reports {
+            let from = r
+                .previous
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (was {p})"));
+            text.push_str(&format!("  {:<12} {}{from}\n", r.host, r.status));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// The release before current, which must be the same on every host.
+fn common_rollback_target(sessions: &[Session]) -> Result<ReleaseId> {
+    let mut targets = Vec::new();
+    for s in sessions {
+        let current = s.current.as_ref().ok_or_else(|| {
+            CommandError::usage(
+                format!("{} has no current release", s.host.target.name),
+                "name the release: `cutover rollback <id>`",
+            )
+        })?;
+        let target =
+            cutover_core::cleanup::staged_before(&s.releases, current).ok_or_else(|| {
+                CommandError::usage(
+                    format!(
+                        "{}: there is no release before `{current}`",
+                        s.host.target.name
+                    ),
+                    "name the release: `cutover rollback <id>`",
+                )
+            })?;
+        targets.push((s.host.target.name.as_str(), target));
+    }
+    let first = targets
+        .first()
+        .map(|(_, t)| t.clone())
+        .ok_or_else(|| CommandError::usage("no hosts selected", "check --host and [hosts]"))?;
+    if targets.iter().any(|(_, t)| *t != first) {
+        let list: Vec<String> = targets.iter().map(|(h, t)| format!("{h}: {t}")).collect();
+        return Err(CommandError::usage(
+            format!(
+                "the hosts would roll back to different releases ({})",
+                list.join(", ")
+            ),
+            "name the release to go to on every host: `cutover rollback <id>`",
+        ));
+    }
+    Ok(first)
+}
+
+/// `cutover cleanup` on every host.
+pub fn cleanup(
+    config: &Config,
+    target: &TargetArgs,
+    change: &ChangeArgs,
+    keep: usize,
+    printer: Printer,
+) -> Result<()> {
+    refuse_dry_run(change)?;
+    let pool = thread_pool(None)?;
+    let mut sessions = open_all(config, target, &pool, Some(change), printer)?;
+    let mut removed: Vec<(String, Vec<ReleaseId>)> = Vec::new();
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            if s.report.status == "failed" {
+                return;
+            }
+            match s.agent().and_then(|a| a.call(&Request::Cleanup { keep })) {
+                Ok(Reply::CleanedUp { removed }) => {
+                    s.set_status("cleaned");
+                    s.report.refresh = Some(serde_json::json!({ "removed": removed }));
+                }
+                Ok(other) => s.fail(&unexpected(&s.host.target.name, "cleaned_up", &other)),
+                Err(e) => s.fail(&e),
+            }
+        })
+    });
+    for s in &sessions {
+        let ids = s
+            .report
+            .refresh
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v["removed"].clone()).ok())
+            .unwrap_or_default();
+        removed.push((s.host.target.name.clone(), ids));
+    }
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        return finish_failed(sessions, printer, "cleanup failed on a host");
+    }
+    sessions.into_iter().for_each(|s| {
+        close(s);
+    });
+    let json = serde_json::json!({
+        "hosts": removed.iter().map(|(h, ids)| serde_json::json!({"host": h, "removed": ids})).collect::<Vec<_>>(),
+    });
+    printer.result(&json, || {
+        removed
+            .iter()
+            .map(|(h, ids)| {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                if ids.is_empty() {
+                    format!("  {h:<12} nothing to remove\n")
+                } else {
+                    format!("  {h:<12} removed {}\n", ids.join(", "))
+                }
+            })
+            .collect()
+    });
+    Ok(())
+}
+
+/// A read-only command (`releases`, `php status|reset`) run by each host's agent, its
+/// output shown per host. `args` is the command without `--to`, which each host's path
+/// fills in; `extra` adds host-specific flags.
+pub fn run_on_hosts(
+    config: &Config,
+    target: &TargetArgs,
+    args: &[&str],
+    extra: impl Fn(&Host) -> Vec<String> + Sync,
+    printer: Printer,
+) -> Result<()> {
+    let pool = thread_pool(None)?;
+    let mut sessions = open_all(config, target, &pool, None, printer)?;
+    let outputs: Vec<Option<(i32, String, String)>> = pool.install(|| {
+        sessions
+            .par_iter_mut()
+            .map(|s| {
+                if s.report.status == "failed" {
+                    return None;
+                }
+                let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                full.push("--to".into());
+                full.push(s.host.target.path.display().to_string());
+                full.extend(extra(&s.host));
+                if printer.json {
+                    full.push("--json".into());
+                }
+                match s.agent().and_then(|a| a.call(&Request::Run { args: full })) {
+                    Ok(Reply::Ran {
+                        exit_code,
+                        stdout,
+                        stderr,
+                    }) => Some((exit_code, stdout, stderr)),
+                    Ok(other) => {
+                        s.fail(&unexpected(&s.host.target.name, "ran", &other));
+                        None
+                    }
+                    Err(e) => {
+                        s.fail(&e);
+                        None
+                    }
+                }
+            })
+            .collect()
+    });
+    let mut failed = Vec::new();
+    let mut docs = Vec::new();
+    let mut text = String::new();
+    for (s, output) in sessions.iter().zip(&outputs) {
+        let name = &s.host.target.name;
+        match output {
+            Some((code, stdout, stderr)) => {
+                let result: serde_json::Value =
+                    serde_json::from_str(stdout).unwrap_or(serde_json::Value::Null);
+                docs.push(serde_json::json!({"host": name, "exit_code": code, "result": result}));
+                text.push_str(&format!("{name}:\n"));
+                for line in stdout.lines() {
+                    text.push_str(&format!("  {line}\n"));
+                }
+                if *code != 0 {
+                    let last = stderr
+                        .lines()
+                        .find(|l| l.starts_with("error:"))
+                        .unwrap_or("failed");
+                    failed.push(format!("{name}: {last}"));
+                    for line in stderr.lines() {
+                        text.push_str(&format!("  {line}\n"));
+                    }
+                }
+            }
+            None => {
+                let error = s.report.error.clone().unwrap_or_default();
+                docs.push(serde_json::json!({"host": name, "error": error}));
+                text.push_str(&format!("{name}:\n  {error}\n"));
+                failed.push(error);
+            }
+        }
+    }
+    sessions.into_iter().for_each(|s| {
+        close(s);
+    });
+    printer.result(&serde_json::json!({ "hosts": docs }), || text);
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(CommandError {
+        kind: Kind::Failed,
+        message: format!("failed on {} of the hosts", failed.len()),
+        causes: failed,
+        hints: Vec::new(),
+    })
+}
+
+fn refuse_dry_run(change: &ChangeArgs) -> Result<()> {
+    if change.dry_run {
+        return Err(CommandError::usage(
+            "--dry-run is not supported with [hosts] yet",
+            "run the command with --to PATH against one deploy path to preview it",
+        ));
+    }
+    Ok(())
+}
+
+/// Refreshes and checks every host; `done` is the status of a host that passed.
+fn refresh_all(
+    sessions: &mut [Session],
+    pool: &rayon::ThreadPool,
+    release: &ReleaseId,
+    done: &'static str,
+) {
+    pool.install(|| {
+        sessions.par_iter_mut().for_each(|s| {
+            let request = refresh_request(&s.host, release);
+            match s.agent().and_then(|a| a.call(&request)) {
+                Ok(Reply::Refreshed { report }) => {
+                    s.report.refresh = (!report.is_null()).then_some(report);
+                    s.set_status(done);
+                }
+                Ok(other) => s.fail(&unexpected(&s.host.target.name, "refreshed", &other)),
+                Err(e) => s.fail(&e),
+            }
+        })
+    });
+}
+
+/// A phase line on stderr, unless per-host progress lines show it already.
+fn phase(sessions: &[Session], printer: Printer, line: &str) {
+    if sessions.iter().all(|s| s.bar.is_none()) {
+        printer.progress_line(line);
+    }
+}
+
 fn stage_host(
     s: &mut Session,
     request: &StageRequest,
     manifest: &Manifest,
     tree: &Path,
 ) -> Result<()> {
+    s.set_status("staging");
     let name = s.host.target.name.clone();
     let agent = s.agent()?;
     let sent_before = agent.bytes_sent();
@@ -398,7 +740,7 @@ fn stage_host(
             s.report.files_sent = files.len() as u64;
             s.report.bytes_sent = bytes_sent;
             s.report.stage_ms = stage_ms;
-            s.report.status = "staged";
+            s.set_status("staged");
             s.staged = true;
             Ok(())
         }
@@ -499,7 +841,7 @@ fn switch_all(sessions: &mut [Session], make: impl Fn(usize, &Session) -> Option
                 s.report.switched_at_us = Some(at_us);
                 s.report.warnings.extend(warnings);
                 if s.report.status != "failed" {
-                    s.report.status = "switched";
+                    s.set_status("switched");
                 }
             }
             Ok(other) => s.fail(&unexpected(&s.host.target.name, "switched", &other)),
@@ -529,7 +871,7 @@ fn roll_back_all(sessions: &mut [Session], pool: &rayon::ThreadPool) {
                 let request = refresh_request(&s.host, previous);
                 let outcome = s.agent().and_then(|a| a.call(&request));
                 if s.report.status != "failed" {
-                    s.report.status = "rolled back";
+                    s.set_status("rolled back");
                 }
                 if let Err(e) = outcome {
                     s.report.warnings.push(format!(
@@ -550,7 +892,7 @@ fn abort_all(sessions: &mut [Session], release: &ReleaseId) {
             })
         });
         if s.report.status != "failed" {
-            s.report.status = "not switched";
+            s.set_status("not switched");
         }
         if let Err(e) = outcome {
             s.report.warnings.push(format!(
@@ -584,6 +926,9 @@ fn finish_failed(sessions: Vec<Session>, printer: Printer, summary: &str) -> Res
 }
 
 fn close(mut s: Session) -> HostReport {
+    if let Some(bar) = s.bar.take() {
+        bar.finish_and_clear();
+    }
     if let Some(agent) = s.agent.take() {
         agent.close();
     }
@@ -599,22 +944,31 @@ fn skew(sessions: &[Session]) -> Option<u64> {
 }
 
 fn table(reports: &[HostReport]) -> String {
-    let mut text = format!(
-        "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>9}\n",
-        "HOST", "STATUS", "FILES", "LINKED", "SENT", "BYTES", "STAGE"
-    );
+    let staged = reports.iter().any(|r| r.files.is_some());
+    let mut text = if staged {
+        format!(
+            "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>9}\n",
+            "HOST", "STATUS", "FILES", "LINKED", "SENT", "BYTES", "STAGE"
+        )
+    } else {
+        format!("  {:<12} {}\n", "HOST", "STATUS")
+    };
     for r in reports {
-        let (files, linked) = r.files.map_or((0, 0), |f| (f.files, f.linked));
-        text.push_str(&format!(
-            "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>7.2} s\n",
-            r.host,
-            r.status,
-            files,
-            linked,
-            r.files_sent,
-            human_bytes(r.bytes_sent),
-            r.stage_ms as f64 / 1000.0
-        ));
+        if staged {
+            let (files, linked) = r.files.map_or((0, 0), |f| (f.files, f.linked));
+            text.push_str(&format!(
+                "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>7.2} s\n",
+                r.host,
+                r.status,
+                files,
+                linked,
+                r.files_sent,
+                human_bytes(r.bytes_sent),
+                r.stage_ms as f64 / 1000.0
+            ));
+        } else {
+            text.push_str(&format!("  {:<12} {}\n", r.host, r.status));
+        }
         if let Some(error) = &r.error {
             text.push_str(&format!("    {error}\n"));
         }

@@ -65,6 +65,14 @@ impl Printer {
         }
     }
 
+    /// Several progress lines at once (one per host), only on a terminal.
+    pub fn multi_progress(&self) -> Option<indicatif::MultiProgress> {
+        let show = !self.quiet && !self.json && std::io::stderr().is_terminal();
+        show.then(|| {
+            indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))
+        })
+    }
+
     pub fn progress(&self, what: &'static str) -> StageProgress {
         let show = !self.quiet && !self.json && std::io::stderr().is_terminal();
         let bar = if show {

@@ -33,6 +33,18 @@ pub fn load_config_near(global: &GlobalArgs, source: Option<&Path>) -> Result<Co
     Ok(Config::default())
 }
 
+/// Whether a command acts on the hosts of `[hosts]` (over their agents) rather than on one
+/// deploy path here: there are hosts and no `--to`.
+pub fn on_hosts(target: &TargetArgs, config: &Config) -> Result<bool> {
+    if config.hosts.is_empty() && !target.hosts.is_empty() {
+        return Err(CommandError::usage(
+            "--host needs [hosts] in cutover.toml",
+            "add a [hosts.NAME] table per host, or leave out --host to act on --to",
+        ));
+    }
+    Ok(!config.hosts.is_empty() && target.to.is_none())
+}
+
 pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
     let path = target
         .to

@@ -39,8 +39,9 @@ impl Fleet {
                 "\n[hosts.{host}]\nssh = \"{host}\"\npath = {:?}\n",
                 self.host_path(host).display().to_string()
             ));
-            if let Some(more) = extra_for(extra, host) {
-                text.push_str(more);
+            for line in extra_for(extra, host) {
+                text.push_str(line);
+                text.push('\n');
             }
         }
         text.push_str(extra_global(extra));
@@ -101,9 +102,12 @@ impl Fleet {
 }
 
 /// `extra` holds per-host lines as `@web2 line` and global tables as plain lines.
-fn extra_for<'a>(extra: &'a str, host: &str) -> Option<&'a str> {
+fn extra_for<'a>(extra: &'a str, host: &str) -> Vec<&'a str> {
     let tag = format!("@{host} ");
-    extra.lines().find_map(|l| l.strip_prefix(tag.as_str()))
+    extra
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag.as_str()))
+        .collect()
 }
 
 fn extra_global(extra: &str) -> &str {
@@ -534,4 +538,94 @@ fn hostile_agent_replies_are_refused_before_anything_is_acted_on() {
             assert_eq!(fleet.releases(host), vec![v1.clone()], "{what}: {host}");
         }
     }
+}
+
+fn body(url: &str) -> String {
+    String::from_utf8_lossy(&cutover_teststack::http_get(url).unwrap().body).into_owned()
+}
+
+#[test]
+fn each_host_refreshes_its_own_php_fpm_and_the_fleet_commands_act_on_every_host() {
+    let fleet = Fleet::start();
+    fleet.sb.write(
+        "public/index.php",
+        "<?php echo 'release ', trim(file_get_contents(__DIR__ . '/../RELEASE')), \"\\n\";\n",
+    );
+    let web1 = fleet.host_path("web1");
+    std::fs::create_dir_all(&web1).unwrap();
+    cutover_teststack::make_readable_by_workers(fleet.sb.path()).unwrap();
+    let fpm = cutover_teststack::PhpFpm::start(cutover_teststack::FpmOptions::default()).unwrap();
+    // $document_root through `current`: without a refresh OPcache keeps the old release.
+    let nginx = cutover_teststack::Nginx::start(cutover_teststack::NginxOptions::new(
+        std::fs::canonicalize(&web1).unwrap().join("current/public"),
+        fpm.fastcgi_target(),
+    ))
+    .unwrap();
+    let socket = fpm.unix_socket().unwrap().display().to_string();
+    let url = nginx.url("/index.php");
+    let php = format!(
+        "@web1 php = {{ fpm = \"unix:{socket}\" }}\n@web1 health = {{ url = \"{url}\" }}\n"
+    );
+    let refreshed = fleet.config(
+        "refreshed.toml",
+        &format!("{php}@web1 refresh = {{ strategy = [\"opcache-reset\"] }}\n"),
+    );
+    let stale = fleet.config("stale.toml", &php);
+
+    let v1 = fleet.deploy_json(&refreshed, &["--release", "v1"])["release"].clone();
+    assert_eq!(body(&url), "release v1\n");
+    let v2 = fleet.deploy_json(&refreshed, &["--release", "v2"]);
+    assert_eq!(
+        v2["hosts"][0]["refresh"]["steps"][0]["strategy"], "opcache-reset",
+        "{v2}"
+    );
+    assert_eq!(body(&url), "release v2\n");
+
+    // No refresh: web1's health check sees v2 still served, so every host goes back.
+    let out = fleet.run(&stale, &["deploy", "--release", "v3"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("release v2"),
+        "the check says what it saw: {}",
+        text(&out)
+    );
+    fleet.assert_all_on("v2");
+
+    // releases, php status, rollback and cleanup, each on every host.
+    let out = fleet.run(&refreshed, &["releases", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let releases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for host in releases["hosts"].as_array().unwrap() {
+        assert_eq!(host["result"]["current"], "v2", "{host}");
+    }
+    let out = fleet.run(&refreshed, &["php", "status", "--host", "web1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["hosts"][0]["result"]["status"]["opcache"]["enabled"], true,
+        "{status}"
+    );
+
+    let out = fleet.run(&refreshed, &["rollback", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    fleet.assert_all_on(v1.as_str().unwrap());
+    assert_eq!(body(&url), "release v1\n");
+    let out = fleet.run(&refreshed, &["switch", "v2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    fleet.assert_all_on("v2");
+    assert_eq!(body(&url), "release v2\n");
+    // v4 replaces v2; cleanup keeps current and the release it replaced, nothing else.
+    fleet.deploy_json(&refreshed, &["--release", "v4", "--keep", "100"]);
+    let out = fleet.run(&refreshed, &["cleanup", "--keep", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for host in HOSTS {
+        assert_eq!(
+            fleet.releases(host),
+            vec!["v2".to_string(), "v4".to_string()],
+            "{host}"
+        );
+    }
+    assert_eq!(body(&url), "release v4\n");
+    drop(nginx);
+    drop(fpm);
 }

@@ -5,8 +5,11 @@ use crate::settings;
 
 pub fn cleanup(args: &CleanupArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
-    let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let keep = settings::keep_releases(args.keep, &config);
+    if settings::on_hosts(&args.target, &config)? {
+        return crate::fleet::cleanup(&config, &args.target, &args.change, keep, printer);
+    }
+    let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let guard = settings::guard(&deploy, &args.change)?;
     let report = cutover_core::cleanup::cleanup(&deploy, keep, guard.mode())?;
     let mut json = serde_json::to_value(&report).unwrap_or_default();

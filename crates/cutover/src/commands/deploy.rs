@@ -5,14 +5,8 @@ use crate::{refresh, settings};
 
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
-    if !config.hosts.is_empty() && args.target.to.is_none() {
-        return crate::fleet::deploy(args, global, &config, printer);
-    }
-    if !args.hosts.is_empty() {
-        return Err(crate::error::CommandError::usage(
-            "--host needs [hosts] in cutover.toml",
-            "add a [hosts.NAME] table per host, or leave out --host to deploy to --to",
-        ));
+    if settings::on_hosts(&args.target, &config)? {
+        return crate::fleet::deploy(args, &config, printer);
     }
     let deploy = settings::deploy_path(&args.target, &config)?;
     let opts = settings::deploy_options(args, &config)?;

@@ -6,6 +6,13 @@ use crate::printer::{human_bytes, Printer};
 use crate::settings;
 
 pub fn status(args: &PhpArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let config = settings::load_config(global)?;
+    if settings::on_hosts(&args.target, &config)? {
+        let timeout = humantime::format_duration(args.timeout).to_string();
+        let command = ["php", "status", "--timeout", timeout.as_str()];
+        let extra = |host: &crate::fleet::Host| pool_flags(args, host);
+        return crate::fleet::run_on_hosts(&config, &args.target, &command, extra, printer);
+    }
     let pool = pool(args, global)?;
     let status = pool.status()?;
     for warning in warnings(&status) {
@@ -17,6 +24,13 @@ pub fn status(args: &PhpArgs, global: &GlobalArgs, printer: Printer) -> Result<(
 }
 
 pub fn reset(args: &PhpResetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let config = settings::load_config(global)?;
+    if settings::on_hosts(&args.pool.target, &config)? {
+        let wait = humantime::format_duration(args.wait).to_string();
+        let command = ["php", "reset", "--wait", wait.as_str()];
+        let extra = |host: &crate::fleet::Host| pool_flags(&args.pool, host);
+        return crate::fleet::run_on_hosts(&config, &args.pool.target, &command, extra, printer);
+    }
     let pool = pool(&args.pool, global)?;
     let report = pool.reset(args.wait)?;
     let json = serde_json::json!({ "fpm": pool.address.to_string(), "reset": report });
@@ -29,6 +43,21 @@ pub fn reset(args: &PhpResetArgs, global: &GlobalArgs, printer: Printer) -> Resu
         )
     });
     Ok(())
+}
+
+/// The pool of one host: flags given here win over the host's [php] settings.
+fn pool_flags(args: &PhpArgs, host: &crate::fleet::Host) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(fpm) = args.fpm.clone().or(host.php.fpm.clone()) {
+        flags.extend(["--fpm".to_string(), fpm]);
+    }
+    if let Some(chroot) = args.fpm_chroot.clone().or(host.php.fpm_chroot.clone()) {
+        flags.extend(["--fpm-chroot".to_string(), chroot.display().to_string()]);
+    }
+    if let Some(dir) = &args.script_dir {
+        flags.extend(["--script-dir".to_string(), dir.display().to_string()]);
+    }
+    flags
 }
 
 fn pool(args: &PhpArgs, global: &GlobalArgs) -> Result<Pool> {

@@ -20,6 +20,9 @@ struct ReleaseRow {
 
 pub fn releases(target: &TargetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
+    if settings::on_hosts(target, &config)? {
+        return crate::fleet::run_on_hosts(&config, target, &["releases"], |_| Vec::new(), printer);
+    }
     let deploy = settings::existing_deploy_path(target, &config)?;
     let link = deploy.current_link()?;
     let current = link.as_ref().and_then(|l| l.release.clone());

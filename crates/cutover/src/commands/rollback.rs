@@ -7,6 +7,10 @@ use cutover_core::history::EventKind;
 
 pub fn rollback(args: &RollbackArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
+    if settings::on_hosts(&args.target, &config)? {
+        let release = args.release.as_deref();
+        return crate::fleet::switch(&config, &args.target, &args.change, release, true, printer);
+    }
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let plan = crate::refresh::plan(&config, &deploy)?;
     let guard = settings::guard(&deploy, &args.change)?;

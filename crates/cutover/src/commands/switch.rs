@@ -7,6 +7,10 @@ use cutover_core::history::EventKind;
 
 pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
+    if settings::on_hosts(&args.target, &config)? {
+        let release = Some(args.release.as_str());
+        return crate::fleet::switch(&config, &args.target, &args.change, release, false, printer);
+    }
     let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let release = settings::release_id(&args.release)?;
     let plan = refresh::plan(&config, &deploy)?;
