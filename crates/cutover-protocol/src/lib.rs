@@ -50,7 +50,6 @@ pub enum Request {
     Run {
         args: Vec<String>,
     },
-    Releases,
     /// Answered by `Need`, then the content stream, then `Staged`.
     Stage(Box<StageRequest>),
     Switch {
@@ -109,10 +108,6 @@ pub enum Reply {
         /// Digest of the stored manifest of the release a new one would follow.
         manifest_digest: Option<String>,
     },
-    Releases {
-        current: Option<ReleaseId>,
-        releases: Vec<ReleaseId>,
-    },
     Need {
         release: ReleaseId,
         previous: Option<ReleaseId>,
@@ -163,7 +158,6 @@ impl Reply {
         match self {
             Reply::Hello { .. } => "hello",
             Reply::Opened { .. } => "opened",
-            Reply::Releases { .. } => "releases",
             Reply::Need { .. } => "need",
             Reply::Staged { .. } => "staged",
             Reply::Switched { .. } => "switched",

@@ -149,13 +149,6 @@ impl Session {
                     stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
                 })
             }
-            Request::Releases => {
-                let deploy = self.deploy()?;
-                Ok(Reply::Releases {
-                    current: deploy.current_release()?,
-                    releases: deploy.releases()?,
-                })
-            }
             Request::Stage(stage) => self.stage(*stage, input, output),
             Request::Switch { release, rollback } => {
                 let (deploy, mode) = self.changing()?;

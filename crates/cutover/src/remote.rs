@@ -353,7 +353,8 @@ fn upload(target: &Target) -> Result<()> {
     let platform = format!("{} {}", uname_os(), std::env::consts::ARCH);
     let script = format!(
         "[ \"$(uname -sm)\" = {platform} ] || {{ echo \"this host is $(uname -sm); the agent is built for \"{platform} >&2; exit {WRONG_PLATFORM}; }}; \
-         umask 022 && mkdir -p {dir} && cat > {temp} && chmod 755 {temp} && mv -f {temp} {bin}",
+         umask 022 && mkdir -p {dir} && cat > {temp} && chmod 755 {temp} && mv -f {temp} {bin} && \
+         for old in {dir}/cutover-*; do [ \"$old\" = {bin} ] || rm -f \"$old\"; done",
         platform = quote(&platform),
         dir = quote(&dir.display().to_string()),
         temp = quote(&temp.display().to_string()),

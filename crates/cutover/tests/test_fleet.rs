@@ -167,6 +167,16 @@ fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change()
     assert_eq!(first["hosts"].as_array().unwrap().len(), 3);
     assert!(first["switch_skew_us"].as_u64().is_some());
 
+    // Another build's agent on web1: the upload of this one replaces it.
+    let bin = fleet.host_path("web1").join(".cutover/bin");
+    let ours = std::fs::read_dir(&bin)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::rename(&ours, bin.join("cutover-0.0.1-0123456789abcdef")).unwrap();
+
     // Change 10 files: 40 KiB of bytes that do not compress.
     let mut changed = 0;
     for i in 0..10u64 {
@@ -176,6 +186,11 @@ fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change()
     }
     let second = fleet.deploy_json(&config, &[]);
     let v2 = second["release"].as_str().unwrap().to_string();
+    let agents: Vec<_> = std::fs::read_dir(&bin)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(agents, vec![ours], "the old agent is replaced");
     assert_ne!(v1, v2);
     fleet.assert_all_on(&v2);
     for host in second["hosts"].as_array().unwrap() {
