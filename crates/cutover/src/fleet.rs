@@ -425,25 +425,8 @@ pub fn switch(
             "the release is missing on a host; nothing was switched",
         );
     }
-    switch_all(&mut sessions, |_, s| {
-        (s.current.as_ref() != Some(&release)).then(|| Request::Switch {
-            release: release.clone(),
-            rollback,
-        })
-    });
-    if sessions.iter().any(|s| s.report.status == "failed") {
-        roll_back_all(&mut sessions, &pool);
-        return finish_failed(
-            sessions,
-            printer,
-            "the switch failed on a host; every host that switched was switched back",
-        );
-    }
-    let done = if rollback { "rolled back" } else { "switched" };
-    refresh_all(&mut sessions, &pool, &release, done);
-    if sessions.iter().any(|s| s.report.status == "failed") {
-        roll_back_all(&mut sessions, &pool);
-        return finish_failed(sessions, printer, "the refresh or health check failed on a host; every host was switched back to its previous release");
+    if let Err(summary) = switch_everywhere(&mut sessions, &pool, &release, rollback) {
+        return finish_failed(sessions, printer, summary);
     }
     let skew_us = skew(&sessions);
     let reports: Vec<HostReport> = sessions.into_iter().map(close).collect();
@@ -465,6 +448,104 @@ pub fn switch(
         text
     });
     Ok(())
+}
+
+/// Switches every host to `release` at once, then refreshes and checks each; returns when
+/// the last rename was confirmed. If any host fails, every host that switched goes back;
+/// the error is the summary for the table.
+fn switch_everywhere(
+    sessions: &mut [Session],
+    pool: &rayon::ThreadPool,
+    release: &ReleaseId,
+    rollback: bool,
+) -> std::result::Result<Instant, &'static str> {
+    switch_all(sessions, |_, s| {
+        (s.current.as_ref() != Some(release)).then(|| Request::Switch {
+            release: release.clone(),
+            rollback,
+        })
+    });
+    let renamed = Instant::now();
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(sessions, pool);
+        return Err("the switch failed on a host; every host that switched was switched back");
+    }
+    let done = if rollback { "rolled back" } else { "switched" };
+    refresh_all(sessions, pool, release, done);
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(sessions, pool);
+        return Err("the refresh or health check failed on a host; every host was switched back to its previous release");
+    }
+    for s in sessions.iter_mut() {
+        s.current = Some(release.clone());
+        s.switched = false;
+    }
+    Ok(renamed)
+}
+
+/// A locked session with every selected host that stays open across several switches
+/// (`cutover verify` flipping a fleet).
+pub struct Fleet {
+    sessions: Vec<Session>,
+    pool: rayon::ThreadPool,
+}
+
+impl Fleet {
+    pub fn open(config: &Config, target: &TargetArgs, printer: Printer) -> Result<Fleet> {
+        let pool = thread_pool(None)?;
+        let change = ChangeArgs {
+            dry_run: false,
+            wait_lock: None,
+        };
+        let sessions = open_all(config, target, &pool, Some(&change), printer)?;
+        if sessions.iter().any(|s| s.report.status == "failed") {
+            return Err(quiet_failure(sessions, "could not open a session on every host"));
+        }
+        Ok(Fleet { sessions, pool })
+    }
+
+    /// Every host must have the release.
+    pub fn require(&self, release: &ReleaseId) -> Result<()> {
+        match self.sessions.iter().find(|s| !s.releases.contains(release)) {
+            Some(s) => Err(CommandError::usage(
+                format!("{}: no release `{release}`", s.host.target.name),
+                "`cutover releases` lists the releases of every host",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns when every host has renamed, refreshed and passed its check; the instant is
+    /// when the last rename was confirmed.
+    pub fn switch_to(&mut self, release: &ReleaseId) -> Result<Instant> {
+        switch_everywhere(&mut self.sessions, &self.pool, release, false)
+            .map_err(|summary| failure_of(&self.sessions, summary))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for s in self.sessions.drain(..) {
+            close(s);
+        }
+    }
+}
+
+fn failure_of(sessions: &[Session], summary: &str) -> CommandError {
+    CommandError {
+        kind: Kind::Failed,
+        message: summary.to_string(),
+        causes: sessions.iter().filter_map(|s| s.report.error.clone()).collect(),
+        hints: Vec::new(),
+    }
+}
+
+fn quiet_failure(sessions: Vec<Session>, summary: &str) -> CommandError {
+    let error = failure_of(&sessions, summary);
+    for s in sessions {
+        close(s);
+    }
+    error
 }
 
 /// The release before current, which must be the same on every host.
@@ -920,7 +1001,8 @@ fn finish_failed(sessions: Vec<Session>, printer: Printer, summary: &str) -> Res
         message: summary.to_string(),
         causes,
         hints: vec![
-            "fix the host named above and deploy again; every host is on a complete release".into(),
+            "fix what is named above and run the command again; every host is on a complete release"
+                .into(),
         ],
     })
 }

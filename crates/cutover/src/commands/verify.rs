@@ -139,6 +139,12 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let guard;
     let switcher = match &args.switch_command {
         Some(command) => Switcher::Command(command),
+        None if settings::on_hosts(&args.target, &config)? => {
+            let fleet = crate::fleet::Fleet::open(&config, &args.target, printer)?;
+            fleet.require(&a)?;
+            fleet.require(&b)?;
+            Switcher::Fleet(std::sync::Mutex::new(fleet))
+        }
         None => {
             let deploy = settings::existing_deploy_path(&args.target, &config)?;
             deploy.require_release(&a)?;
@@ -237,6 +243,8 @@ enum Switcher<'a> {
         plan: Option<RefreshPlan>,
     },
     Command(&'a str),
+    /// Every host of [hosts], over one open session each.
+    Fleet(std::sync::Mutex<crate::fleet::Fleet>),
 }
 
 impl Switcher<'_> {
@@ -270,6 +278,15 @@ impl Switcher<'_> {
                     &cutover_core::stage::Silent,
                 )?;
                 Ok(Switched(Instant::now()))
+            }
+            Switcher::Fleet(fleet) => {
+                let mut fleet = fleet.lock().map_err(|_| CommandError {
+                    kind: crate::error::Kind::Failed,
+                    message: "the fleet session was poisoned by a panic".into(),
+                    causes: Vec::new(),
+                    hints: Vec::new(),
+                })?;
+                Ok(Switched(fleet.switch_to(id)?))
             }
         }
     }
