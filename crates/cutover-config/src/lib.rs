@@ -21,6 +21,14 @@ pub const DEFAULT_KEEP_RELEASES: usize = 5;
 /// The file in each release holding its id when `deploy.release_file` is not set.
 pub const DEFAULT_RELEASE_FILE: &str = "RELEASE";
 
+/// The Apache parent's pid file when `refresh.apache_pidfile` is not set: Debian's and
+/// Ubuntu's (`APACHE_PID_FILE` in /etc/apache2/envvars).
+pub const DEFAULT_APACHE_PIDFILE: &str = "/run/apache2/apache2.pid";
+
+/// What `apache-graceful` runs when `refresh.apache_command` is not set. It tests the config
+/// before signalling: a bare SIGUSR1 with a broken config makes the Apache parent exit.
+pub const DEFAULT_APACHE_COMMAND: &str = "apachectl -k graceful";
+
 // The structs below are the schema. Serde's `deny_unknown_fields` makes them the one list
 // of valid keys: an unknown key fails deserialization with the key's span and serde's list
 // of expected fields, which `diagnose` turns into a "did you mean" hint. A new key or
@@ -153,6 +161,13 @@ pub struct RefreshSettings {
     /// For `command`: run with `sh -c`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// For `apache-graceful`: the Apache parent's pid file (default `/run/apache2/apache2.pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apache_pidfile: Option<PathBuf>,
+    /// For `apache-graceful`: what requests the graceful restart, run with `sh -c`
+    /// (default `apachectl -k graceful`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apache_command: Option<String>,
     /// Upper bound for each wait (the pool to answer again, OPcache to restart).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u64>,
@@ -185,7 +200,10 @@ pub enum RefreshStrategy {
     OpcacheReset,
     /// SIGUSR2 to the php-fpm master, then wait until new workers answer.
     FpmReload,
-    /// Any command, e.g. `systemctl reload php8.2-fpm` or `apachectl -k graceful`.
+    /// A graceful restart of Apache running PHP as mod_php, then wait until no child from
+    /// before the restart is left.
+    ApacheGraceful,
+    /// Any command, e.g. `systemctl reload php8.2-fpm`.
     Command,
     /// Nothing: the web server hands PHP resolved paths (nginx `$realpath_root`).
     None,

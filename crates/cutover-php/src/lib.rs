@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use cutover_fastcgi::{Address, Client, Request};
 
+pub mod apache;
 pub mod reload;
 
 const STATUS_SCRIPT: &str = include_str!("scripts/status.php");

@@ -104,7 +104,7 @@ pub fn reload(
 }
 
 /// Live (non-zombie) processes whose parent is `pid`, read from /proc.
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -1,10 +1,15 @@
-//! A private nginx + php-fpm stack for manual runs and benchmarks (`scripts/bench-php`).
+//! A private nginx + php-fpm stack, or an Apache with mod_php, for manual runs and
+//! benchmarks (`scripts/bench-php`).
 //!
 //! ```sh
 //! cargo run --release -p cutover-teststack --example stack -- \
 //!     [--realpath-root] [--process-control-timeout N] [--validate-timestamps] \
-//!     [--workers N] [--readable DIR]... --root DIR
+//!     [--workers N] [--apache] [--readable DIR]... --root DIR
 //! ```
+//!
+//! With `--apache`: one Apache (prefork, `--workers` children, mod_php, OPcache with
+//! `validate_timestamps=0`) whose `DocumentRoot` is `--root`; the JSON line is
+//! `{"url", "apache_pidfile", "apache_conf", "apache_binary", "apache_pid"}`.
 //!
 //! Starts php-fpm (4 static workers by default, OPcache with `validate_timestamps=0`
 //! unless `--validate-timestamps`, which also sets `revalidate_freq=0`) and nginx whose
@@ -18,7 +23,9 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cutover_teststack::{make_readable_by_workers, FpmOptions, Nginx, NginxOptions, PhpFpm};
+use cutover_teststack::{
+    make_readable_by_workers, Apache, ApacheOptions, FpmOptions, Nginx, NginxOptions, PhpFpm,
+};
 
 struct Args {
     root: PathBuf,
@@ -26,13 +33,14 @@ struct Args {
     process_control_timeout: Option<u32>,
     validate_timestamps: bool,
     workers: u32,
+    apache: bool,
     readable: Vec<PathBuf>,
 }
 
 fn usage(message: &str) -> ExitCode {
     eprintln!(
         "stack: {message}\nusage: stack [--realpath-root] [--process-control-timeout N] \
-         [--validate-timestamps] [--workers N] [--readable DIR]... --root DIR"
+         [--validate-timestamps] [--workers N] [--apache] [--readable DIR]... --root DIR"
     );
     ExitCode::from(2)
 }
@@ -45,6 +53,7 @@ fn parse() -> Result<Args, String> {
         process_control_timeout: None,
         validate_timestamps: false,
         workers: 4,
+        apache: false,
         readable: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -53,6 +62,7 @@ fn parse() -> Result<Args, String> {
         match arg.as_str() {
             "--root" => root = Some(PathBuf::from(value("--root")?)),
             "--realpath-root" => args.realpath_root = true,
+            "--apache" => args.apache = true,
             "--validate-timestamps" => args.validate_timestamps = true,
             "--process-control-timeout" => {
                 let v = value("--process-control-timeout")?;
@@ -99,6 +109,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if args.apache {
+        return apache(&args);
+    }
     let fpm = match PhpFpm::start(FpmOptions {
         workers: args.workers,
         process_control_timeout: args.process_control_timeout,
@@ -129,12 +142,43 @@ fn main() -> ExitCode {
         nginx.pid(),
         fpm.master_pid(),
     );
+    print_and_wait(&line);
+    nginx.stop();
+    fpm.stop();
+    ExitCode::SUCCESS
+}
+
+fn apache(args: &Args) -> ExitCode {
+    let mut options = ApacheOptions::new(&args.root);
+    options.workers = args.workers;
+    options.validate_timestamps = args.validate_timestamps;
+    let apache = match Apache::start(options) {
+        Ok(apache) => apache,
+        Err(err) => {
+            eprintln!("stack: apache: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let line = format!(
+        "{{\"url\": {}, \"apache_pidfile\": {}, \"apache_conf\": {}, \"apache_binary\": {}, \"apache_pid\": {}}}",
+        json_str(&apache.url("/index.php")),
+        json_str(&apache.pidfile().display().to_string()),
+        json_str(&apache.conf().display().to_string()),
+        json_str(&apache.binary()),
+        apache.pid(),
+    );
+    print_and_wait(&line);
+    apache.stop();
+    ExitCode::SUCCESS
+}
+
+/// Prints the JSON line, then blocks until whoever started us closes stdin (or dies).
+fn print_and_wait(line: &str) {
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();
     }
-    // Block until whoever started us closes stdin (or dies), then stop both.
     let mut sink = [0u8; 4096];
     let mut stdin = std::io::stdin().lock();
     loop {
@@ -145,7 +189,4 @@ fn main() -> ExitCode {
             Err(_) => break,
         }
     }
-    nginx.stop();
-    fpm.stop();
-    ExitCode::SUCCESS
 }

@@ -1,15 +1,18 @@
-//! Private php-fpm, nginx and sshd instances for tests.
+//! Private php-fpm, nginx, Apache (mod_php) and sshd instances for tests.
 //!
 //! The claims cutover makes are about real PHP processes (OPcache, the realpath cache,
-//! php-fpm reloads), so the tests that prove them run Debian's `php-fpm8.2` and `nginx`.
+//! php-fpm reloads, Apache graceful restarts), so the tests that prove them run Debian's
+//! `php-fpm8.2`, `nginx` and `apache2` with `libapache2-mod-php8.2`.
 //! Every instance started here is private: its own temp directory holding its config,
 //! pid file, logs, socket and nginx temp paths; TCP only on 127.0.0.1; nothing under
 //! `/etc`, `/run/php` or `/var/log` is written. php-fpm still reads the system php.ini and
 //! `conf.d` (that is where OPcache is loaded from); our settings are `-d` overrides on its
 //! command line, which survive reloads because the master re-executes itself with the
-//! same arguments. Instances run as our
-//! child processes and are stopped by pid (SIGQUIT, then SIGKILL after a bound), by
-//! [`PhpFpm::stop`]/[`Nginx::stop`] or on drop.
+//! same arguments. Apache's mod_php reads `/etc/php/8.2/apache2` the same way, with our
+//! settings as `php_admin_value` lines in its own `httpd.conf`. Instances run as our
+//! child processes and are stopped by pid (SIGQUIT or SIGTERM, then SIGKILL after a
+//! bound), by [`PhpFpm::stop`]/[`Nginx::stop`]/[`Apache::stop`] or on drop. Apache runs in
+//! its own process group: its prefork parent signals its whole group on stop.
 //!
 //! # Users and permissions
 //!
@@ -41,6 +44,7 @@
 //! Set `CUTOVER_TESTSTACK_KEEP=1` to keep the temp directories (config, logs) after the
 //! instances stop; their paths are printed on stderr.
 
+mod apache;
 mod fastcgi;
 mod fpm;
 mod http;
@@ -54,6 +58,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use apache::{Apache, ApacheOptions, ApacheProbe, DEFAULT_APACHE};
 pub use fastcgi::FcgiResponse;
 pub use fpm::{
     FastcgiTarget, FpmListen, FpmOptions, PhpFpm, PoolProbe, DEFAULT_PHP_FPM, FPM_PING_PATH,

@@ -95,6 +95,12 @@ impl From<cutover_php::reload::ReloadError> for CommandError {
     }
 }
 
+impl From<cutover_php::apache::GracefulError> for CommandError {
+    fn from(error: cutover_php::apache::GracefulError) -> Self {
+        CommandError::failed(&error, error.hint())
+    }
+}
+
 impl CommandError {
     /// An operation failed (exit 1): the error, its causes, and what to do.
     fn failed(error: &dyn std::error::Error, hint: Option<String>) -> Self {

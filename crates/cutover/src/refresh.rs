@@ -4,12 +4,14 @@
 //! worker caches realpaths: without a refresh, `$document_root` setups keep serving the
 //! old release. A refresh that fails would leave exactly that, so the switch is undone.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cutover_config::{Config, RefreshStrategy};
 use cutover_core::activate::activate;
 use cutover_core::history::EventKind;
 use cutover_core::{DeployPath, Mode, ReleaseId};
+use cutover_php::apache::Generation;
 use cutover_php::Pool;
 
 use crate::error::{CommandError, Kind, Result};
@@ -20,10 +22,17 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 pub struct RefreshPlan {
     strategies: Vec<RefreshStrategy>,
     pool: Option<Pool>,
-    fpm_pidfile: Option<std::path::PathBuf>,
+    fpm_pidfile: Option<PathBuf>,
     command: Option<String>,
+    apache: Option<ApacheGraceful>,
     wait: Duration,
     health: Option<crate::health::HealthCheck>,
+}
+
+/// `apache-graceful`: where the parent's pid is and what asks for the restart.
+struct ApacheGraceful {
+    pidfile: PathBuf,
+    command: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,16 +98,56 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
             _ => {}
         }
     }
+    let apache = if strategies.contains(&RefreshStrategy::ApacheGraceful) {
+        let pidfile = settings
+            .apache_pidfile
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(cutover_config::DEFAULT_APACHE_PIDFILE));
+        check_apache(&pidfile)?;
+        Some(ApacheGraceful {
+            pidfile,
+            command: settings
+                .apache_command
+                .clone()
+                .unwrap_or_else(|| cutover_config::DEFAULT_APACHE_COMMAND.to_string()),
+        })
+    } else {
+        None
+    };
     Ok(Some(RefreshPlan {
         strategies,
         pool,
         fpm_pidfile: settings.fpm_pidfile.clone(),
         command: settings.command.clone(),
+        apache,
         wait: settings
             .wait_seconds
             .map_or(DEFAULT_WAIT, Duration::from_secs),
         health,
     }))
+}
+
+/// Before switching: Apache must be running, and PHP must run inside it. A graceful restart
+/// of an Apache that hands PHP to php-fpm leaves php-fpm's OPcache as it was: the old
+/// release would go on being served and the health check would be the first to notice.
+/// Only a memory map read as PHP-less refuses; an unreadable one (another user's Apache)
+/// is not held against the user.
+fn check_apache(pidfile: &std::path::Path) -> Result<()> {
+    let generation = Generation::read(pidfile).map_err(|error| {
+        let hint = error.hint().unwrap_or_default();
+        CommandError::usage(format!("[refresh] apache-graceful: {error}"), hint)
+    })?;
+    if generation.runs_php() == Some(false) {
+        return Err(CommandError::usage(
+            format!(
+                "[refresh] apache-graceful would not refresh PHP: the Apache of {} (pid {}) has no mod_php loaded",
+                pidfile.display(),
+                generation.pid()
+            ),
+            "a graceful restart only renews PHP that runs inside Apache; when Apache passes PHP to php-fpm, use strategy \"opcache-reset\" or \"fpm-reload\"",
+        ));
+    }
+    Ok(())
 }
 
 /// A reload with process_control_timeout = 0 terminates workers mid-request (502s). Only
@@ -127,22 +176,18 @@ pub fn check(
                     cutover_php::reload::reload(pidfile, plan.pool.as_ref(), plan.wait)?;
                 }
             }
+            RefreshStrategy::ApacheGraceful => {
+                if let Some(apache) = &plan.apache {
+                    // Children are counted before the request: until the parent has
+                    // handled it, they are all still there, so the wait cannot end early.
+                    let before = Generation::read(&apache.pidfile)?;
+                    run_command(&apache.command, deploy, release)?;
+                    before.wait_for_next(plan.wait)?;
+                }
+            }
             RefreshStrategy::Command => {
                 if let Some(command) = &plan.command {
-                    let release_path = deploy.release(release).display().to_string();
-                    let root = deploy.root().display().to_string();
-                    let env = [
-                        ("CUTOVER_RELEASE", release.as_str()),
-                        ("CUTOVER_RELEASE_PATH", release_path.as_str()),
-                        ("CUTOVER_DEPLOY_PATH", root.as_str()),
-                    ];
-                    cutover_core::command::run(
-                        "refresh",
-                        command,
-                        deploy.root(),
-                        &env,
-                        &cutover_core::stage::Silent,
-                    )?;
+                    run_command(command, deploy, release)?;
                 }
             }
             RefreshStrategy::None => {}
@@ -157,6 +202,26 @@ pub fn check(
         None => None,
     };
     Ok(RefreshReport { steps, health })
+}
+
+/// Runs a refresh command with `sh -c` in the deploy path, naming the release in its
+/// environment.
+fn run_command(command: &str, deploy: &DeployPath, release: &ReleaseId) -> Result<()> {
+    let release_path = deploy.release(release).display().to_string();
+    let root = deploy.root().display().to_string();
+    let env = [
+        ("CUTOVER_RELEASE", release.as_str()),
+        ("CUTOVER_RELEASE_PATH", release_path.as_str()),
+        ("CUTOVER_DEPLOY_PATH", root.as_str()),
+    ];
+    cutover_core::command::run(
+        "refresh",
+        command,
+        deploy.root(),
+        &env,
+        &cutover_core::stage::Silent,
+    )?;
+    Ok(())
 }
 
 /// Refreshes after `release` became current. On failure, switches back to `previous`,

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod test_apache;
 mod test_cli;
 mod test_cli_errors;
 mod test_cli_hooks;

@@ -308,6 +308,8 @@ fn unknown_strategy_value_suggests_the_nearest() {
     let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"restart\"]\n");
     assert_eq!(
         hint.unwrap(),
-        "valid values: opcache-reset, fpm-reload, command, none"
+        "valid values: opcache-reset, fpm-reload, apache-graceful, command, none"
     );
+    let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"apache-gracefull\"]\n");
+    assert_eq!(hint.unwrap(), "did you mean `apache-graceful`?");
 }

@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::{
     load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
-    PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_KEEP_RELEASES,
-    DEFAULT_RELEASE_FILE, TEMPLATE,
+    PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_APACHE_COMMAND,
+    DEFAULT_APACHE_PIDFILE, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
 #[test]
@@ -49,6 +49,8 @@ fn template_shows_every_key() {
                 strategy,
                 fpm_pidfile,
                 command,
+                apache_pidfile,
+                apache_command,
                 wait_seconds,
             },
         health:
@@ -77,6 +79,11 @@ fn template_shows_every_key() {
     assert_eq!((expect_release, timeout_seconds), (Some(true), Some(10)));
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
     assert_eq!(wait_seconds, Some(30));
+    assert_eq!(
+        apache_pidfile.as_deref(),
+        Some(Path::new(DEFAULT_APACHE_PIDFILE))
+    );
+    assert_eq!(apache_command.as_deref(), Some(DEFAULT_APACHE_COMMAND));
     assert!(
         path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
     );
