@@ -499,7 +499,10 @@ impl Fleet {
         };
         let sessions = open_all(config, target, &pool, Some(&change), printer)?;
         if sessions.iter().any(|s| s.report.status == "failed") {
-            return Err(quiet_failure(sessions, "could not open a session on every host"));
+            return Err(quiet_failure(
+                sessions,
+                "could not open a session on every host",
+            ));
         }
         Ok(Fleet { sessions, pool })
     }
@@ -535,7 +538,10 @@ fn failure_of(sessions: &[Session], summary: &str) -> CommandError {
     CommandError {
         kind: Kind::Failed,
         message: summary.to_string(),
-        causes: sessions.iter().filter_map(|s| s.report.error.clone()).collect(),
+        causes: sessions
+            .iter()
+            .filter_map(|s| s.report.error.clone())
+            .collect(),
         hints: Vec::new(),
     }
 }

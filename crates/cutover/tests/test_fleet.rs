@@ -629,6 +629,31 @@ fn each_host_refreshes_its_own_php_fpm_and_the_fleet_commands_act_on_every_host(
     assert!(out.status.success(), "{}", text(&out));
     fleet.assert_all_on("v2");
     assert_eq!(body(&url), "release v2\n");
+    // verify flips every host at once under load, through the same switch and refresh.
+    let out = fleet.run(
+        &refreshed,
+        &[
+            "verify",
+            "--url",
+            &url,
+            "--between",
+            "v1,v2",
+            "--duration",
+            "2s",
+            "--flip-every",
+            "250ms",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["failed"], 0, "{verdict}");
+    assert_eq!(verdict["mixed"], 0, "{verdict}");
+    assert!(verdict["switches"].as_u64().unwrap() >= 4, "{verdict}");
+    fleet.assert_all_on("v2");
+
     // v4 replaces v2; cleanup keeps current and the release it replaced, nothing else.
     fleet.deploy_json(&refreshed, &["--release", "v4", "--keep", "100"]);
     let out = fleet.run(&refreshed, &["cleanup", "--keep", "1"]);
