@@ -52,10 +52,14 @@ pub enum Request {
     },
     /// Answered by `Need`, then the content stream, then `Staged`.
     Stage(Box<StageRequest>),
+    /// With `revert`, the switch is tentative: if the session ends before `Commit`, the
+    /// agent switches back to `revert.release` and refreshes for it.
     Switch {
         release: ReleaseId,
         rollback: bool,
+        revert: Option<Box<RefreshRequest>>,
     },
+    Commit,
     Refresh(Box<RefreshRequest>),
     /// Removes a release this session staged that is not current.
     Abort {
@@ -131,6 +135,7 @@ pub enum Reply {
         report: serde_json::Value,
     },
     Aborted,
+    Committed,
     Ran {
         exit_code: i32,
         stdout: String,
@@ -163,6 +168,7 @@ impl Reply {
             Reply::Switched { .. } => "switched",
             Reply::Refreshed { .. } => "refreshed",
             Reply::Aborted => "aborted",
+            Reply::Committed => "committed",
             Reply::Ran { .. } => "ran",
             Reply::CleanedUp { .. } => "cleaned_up",
             Reply::Failed(_) => "failed",
@@ -212,6 +218,7 @@ mod tests {
         let request = Request::Switch {
             release: ReleaseId::parse("v2").unwrap(),
             rollback: false,
+            revert: None,
         };
         send(&mut wire, &request).unwrap();
         let mut r: &[u8] = &wire;

@@ -18,8 +18,8 @@ use cutover_core::manifest::{self, Manifest, Plan};
 use cutover_core::stage::{Observer, Silent, StageStats};
 use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
 use cutover_protocol::{
-    recv, send, ContentReader, Failure, Limits, ManifestPayload, ProtocolError, Reply, Request,
-    StageRequest, PROTOCOL,
+    recv, send, ContentReader, Failure, Limits, ManifestPayload, ProtocolError, RefreshRequest,
+    Reply, Request, StageRequest, PROTOCOL,
 };
 
 use crate::error::{CommandError, Kind, Result};
@@ -48,6 +48,8 @@ struct Session {
     lock: Option<DeployLock>,
     /// Staged here and not current yet: removed when the session ends.
     pending: Vec<ReleaseId>,
+    /// A switch not yet committed: where to go back to if the session ends first.
+    revert: Option<RefreshRequest>,
 }
 
 impl Session {
@@ -150,7 +152,11 @@ impl Session {
                 })
             }
             Request::Stage(stage) => self.stage(*stage, input, output),
-            Request::Switch { release, rollback } => {
+            Request::Switch {
+                release,
+                rollback,
+                revert,
+            } => {
                 let (deploy, mode) = self.changing()?;
                 let kind = if rollback {
                     EventKind::RolledBack
@@ -160,6 +166,8 @@ impl Session {
                 let at_us = manifest::now_micros();
                 let activation = cutover_core::activate::activate(deploy, &release, kind, mode)?;
                 self.pending.retain(|id| *id != release);
+                // A later explicit switch (going back) supersedes a tentative one.
+                self.revert = revert.filter(|_| !activation.unchanged).map(|r| *r);
                 Ok(Reply::Switched {
                     release,
                     previous: activation.previous,
@@ -186,6 +194,10 @@ impl Session {
                     None => serde_json::Value::Null,
                 };
                 Ok(Reply::Refreshed { report })
+            }
+            Request::Commit => {
+                self.revert = None;
+                Ok(Reply::Committed)
             }
             Request::Abort { release } => {
                 let (deploy, mode) = self.changing()?;
@@ -298,8 +310,32 @@ impl Session {
         }
     }
 
-    /// Removes what this session staged and never switched to; the lock goes with us.
+    /// Undoes an uncommitted switch, removes what this session staged and never switched
+    /// to; the lock goes with us.
     fn close(&mut self) {
+        if let (Some(deploy), Some(lock), Some(revert)) =
+            (&self.deploy, &self.lock, self.revert.take())
+        {
+            let mode = Mode::Apply(lock);
+            if cutover_core::activate::activate(
+                deploy,
+                &revert.release,
+                EventKind::RolledBack,
+                mode,
+            )
+            .is_ok()
+            {
+                let config = Config {
+                    php: revert.php,
+                    refresh: revert.refresh,
+                    health: revert.health,
+                    ..Config::default()
+                };
+                if let Ok(Some(plan)) = crate::refresh::plan(&config, deploy) {
+                    let _ = crate::refresh::check(&plan, deploy, &revert.release);
+                }
+            }
+        }
         if let (Some(deploy), Some(lock)) = (&self.deploy, &self.lock) {
             for release in self.pending.drain(..) {
                 let _ = deploy::discard_release(deploy, &release, Mode::Apply(lock));

@@ -238,26 +238,9 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
         printer,
         &format!("switching {} hosts to {release}", sessions.len()),
     );
-    switch_all(&mut sessions, |_, _| {
-        Some(Request::Switch {
-            release: release.clone(),
-            rollback: false,
-        })
-    });
-    if sessions.iter().any(|s| s.report.status == "failed") {
-        roll_back_all(&mut sessions, &pool);
-        return finish_failed(
-            sessions,
-            printer,
-            "the switch failed on a host; every host that switched was switched back",
-        );
-    }
-
-    // 5. Refresh and check each host.
-    refresh_all(&mut sessions, &pool, &release, "deployed");
-    if sessions.iter().any(|s| s.report.status == "failed") {
-        roll_back_all(&mut sessions, &pool);
-        return finish_failed(sessions, printer, "the refresh or health check failed on a host; every host was switched back to its previous release");
+    // 5. Then refresh and check each host; commit only when all passed.
+    if let Err(summary) = switch_everywhere(&mut sessions, &pool, &release, false, "deployed") {
+        return finish_failed(sessions, printer, summary);
     }
 
     // 6. Clean up old releases; failures here are warnings, the deploy stands.
@@ -425,7 +408,8 @@ pub fn switch(
             "the release is missing on a host; nothing was switched",
         );
     }
-    if let Err(summary) = switch_everywhere(&mut sessions, &pool, &release, rollback) {
+    let done = if rollback { "rolled back" } else { "switched" };
+    if let Err(summary) = switch_everywhere(&mut sessions, &pool, &release, rollback, done) {
         return finish_failed(sessions, printer, summary);
     }
     let skew_us = skew(&sessions);
@@ -458,11 +442,19 @@ fn switch_everywhere(
     pool: &rayon::ThreadPool,
     release: &ReleaseId,
     rollback: bool,
+    done: &'static str,
 ) -> std::result::Result<Instant, &'static str> {
+    // Tentative: an agent whose session ends before the commit goes back by itself, so
+    // a deploy killed (or cut off) between switch and commit leaves every host on the
+    // old release rather than some on each.
     switch_all(sessions, |_, s| {
         (s.current.as_ref() != Some(release)).then(|| Request::Switch {
             release: release.clone(),
             rollback,
+            revert: s
+                .current
+                .as_ref()
+                .map(|previous| Box::new(refresh_settings(&s.host, previous))),
         })
     });
     let renamed = Instant::now();
@@ -470,17 +462,42 @@ fn switch_everywhere(
         roll_back_all(sessions, pool);
         return Err("the switch failed on a host; every host that switched was switched back");
     }
-    let done = if rollback { "rolled back" } else { "switched" };
     refresh_all(sessions, pool, release, done);
     if sessions.iter().any(|s| s.report.status == "failed") {
         roll_back_all(sessions, pool);
         return Err("the refresh or health check failed on a host; every host was switched back to its previous release");
+    }
+    commit_all(sessions);
+    if sessions.iter().any(|s| s.report.status == "failed") {
+        roll_back_all(sessions, pool);
+        return Err("a host was lost before the commit and went back by itself; every host was switched back");
     }
     for s in sessions.iter_mut() {
         s.current = Some(release.clone());
         s.switched = false;
     }
     Ok(renamed)
+}
+
+/// Makes the switch final on every host that switched: requests out first, then replies.
+fn commit_all(sessions: &mut [Session]) {
+    let mut sent = vec![false; sessions.len()];
+    for (i, s) in sessions.iter_mut().enumerate().filter(|(_, s)| s.switched) {
+        match s.agent().and_then(|a| a.send(&Request::Commit)) {
+            Ok(()) => sent[i] = true,
+            Err(e) => s.fail(&e),
+        }
+    }
+    for (i, s) in sessions.iter_mut().enumerate() {
+        if !sent[i] {
+            continue;
+        }
+        match s.agent().and_then(Agent::reply) {
+            Ok(Reply::Committed) => {}
+            Ok(other) => s.fail(&unexpected(&s.host.target.name, "committed", &other)),
+            Err(e) => s.fail(&e),
+        }
+    }
 }
 
 /// A locked session with every selected host that stays open across several switches
@@ -521,7 +538,7 @@ impl Fleet {
     /// Returns when every host has renamed, refreshed and passed its check; the instant is
     /// when the last rename was confirmed.
     pub fn switch_to(&mut self, release: &ReleaseId) -> Result<Instant> {
-        switch_everywhere(&mut self.sessions, &self.pool, release, false)
+        switch_everywhere(&mut self.sessions, &self.pool, release, false, "switched")
             .map_err(|summary| failure_of(&self.sessions, summary))
     }
 }
@@ -896,13 +913,17 @@ fn send_content(agent: &mut Agent, tree: &Path, files: &[(&str, u64)]) -> Result
     Ok(())
 }
 
-fn refresh_request(host: &Host, release: &ReleaseId) -> Request {
-    Request::Refresh(Box::new(RefreshRequest {
+fn refresh_settings(host: &Host, release: &ReleaseId) -> RefreshRequest {
+    RefreshRequest {
         release: release.clone(),
         refresh: host.refresh.clone(),
         php: host.php.clone(),
         health: host.health.clone(),
-    }))
+    }
+}
+
+fn refresh_request(host: &Host, release: &ReleaseId) -> Request {
+    Request::Refresh(Box::new(refresh_settings(host, release)))
 }
 
 /// Sends one request to every host that `make` returns one for, then reads the replies:
@@ -947,6 +968,7 @@ fn roll_back_all(sessions: &mut [Session], pool: &rayon::ThreadPool) {
         targets[i].clone().map(|release| Request::Switch {
             release,
             rollback: true,
+            revert: None,
         })
     });
     pool.install(|| {

@@ -457,6 +457,52 @@ fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases
     }
 }
 
+#[test]
+fn a_deploy_killed_between_switch_and_commit_leaves_every_host_on_the_old_release() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let good = fleet.config("good.toml", "");
+    let v1 = fleet.deploy_json(&good, &[])["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // web3's refresh takes 3 s: web1 and web2 have switched and wait for the commit.
+    let slow = fleet.config(
+        "slow.toml",
+        "@web3 refresh = { strategy = [\"command\"], command = \"sleep 3\" }\n",
+    );
+    write_app(&fleet.sb, "v2", 5);
+    let mut deploy = fleet
+        .command(&slow, &["deploy", "--release", "v2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("every host to switch", Duration::from_secs(30), || {
+        HOSTS
+            .iter()
+            .all(|h| fleet.current(h).as_deref() == Some("v2"))
+    });
+    deploy.kill().unwrap();
+    deploy.wait().unwrap();
+    // Nobody committed: each agent goes back when its session ends.
+    wait_for("every host to go back", Duration::from_secs(20), || {
+        HOSTS
+            .iter()
+            .all(|h| fleet.current(h).as_deref() == Some(v1.as_str()))
+    });
+    for host in HOSTS {
+        let index = fleet.host_path(host).join("current/public/index.php");
+        assert_eq!(
+            std::fs::read_to_string(index).unwrap(),
+            "<?php echo 'v1';\n"
+        );
+    }
+    // And the next deploy works (web3's agent may still be refreshing for v1: queue).
+    fleet.deploy_json(&good, &["--release", "v3", "--wait-lock", "20s"]);
+    fleet.assert_all_on("v3");
+}
+
 /// Replaces web1's agent with a script that sends `reply` (raw frames) whatever it is
 /// asked, as a compromised or broken host would.
 fn plant_agent(fleet: &Fleet, reply: &[u8]) {
