@@ -479,25 +479,17 @@ fn switch_everywhere(
     Ok(renamed)
 }
 
-/// Makes the switch final on every host that switched: requests out first, then replies.
+/// Makes the switch final on every host that switched.
 fn commit_all(sessions: &mut [Session]) {
-    let mut sent = vec![false; sessions.len()];
-    for (i, s) in sessions.iter_mut().enumerate().filter(|(_, s)| s.switched) {
-        match s.agent().and_then(|a| a.send(&Request::Commit)) {
-            Ok(()) => sent[i] = true,
-            Err(e) => s.fail(&e),
-        }
-    }
-    for (i, s) in sessions.iter_mut().enumerate() {
-        if !sent[i] {
-            continue;
-        }
-        match s.agent().and_then(Agent::reply) {
-            Ok(Reply::Committed) => {}
-            Ok(other) => s.fail(&unexpected(&s.host.target.name, "committed", &other)),
-            Err(e) => s.fail(&e),
-        }
-    }
+    broadcast(
+        sessions,
+        |_, s| s.switched.then_some(Request::Commit),
+        |s, reply| {
+            if !matches!(reply, Reply::Committed) {
+                s.fail(&unexpected(&s.host.target.name, "committed", &reply));
+            }
+        },
+    );
 }
 
 /// A locked session with every selected host that stays open across several switches
@@ -926,9 +918,30 @@ fn refresh_request(host: &Host, release: &ReleaseId) -> Request {
     Request::Refresh(Box::new(refresh_settings(host, release)))
 }
 
-/// Sends one request to every host that `make` returns one for, then reads the replies:
-/// the hosts act as close to the same moment as the connections allow.
+/// Switches the hosts `make` returns a request for.
 fn switch_all(sessions: &mut [Session], make: impl Fn(usize, &Session) -> Option<Request>) {
+    broadcast(sessions, make, |s, reply| match reply {
+        Reply::Switched {
+            at_us, warnings, ..
+        } => {
+            s.switched = true;
+            s.report.switched_at_us = Some(at_us);
+            s.report.warnings.extend(warnings);
+            if s.report.status != "failed" {
+                s.set_status("switched");
+            }
+        }
+        other => s.fail(&unexpected(&s.host.target.name, "switched", &other)),
+    });
+}
+
+/// Sends one request to every host `make` returns one for, then reads the replies in the
+/// same order: the hosts act as close to the same moment as the connections allow.
+fn broadcast(
+    sessions: &mut [Session],
+    make: impl Fn(usize, &Session) -> Option<Request>,
+    mut handle: impl FnMut(&mut Session, Reply),
+) {
     let mut sent = vec![false; sessions.len()];
     for (i, s) in sessions.iter_mut().enumerate() {
         let Some(request) = make(i, s) else { continue };
@@ -942,17 +955,7 @@ fn switch_all(sessions: &mut [Session], make: impl Fn(usize, &Session) -> Option
             continue;
         }
         match s.agent().and_then(Agent::reply) {
-            Ok(Reply::Switched {
-                at_us, warnings, ..
-            }) => {
-                s.switched = true;
-                s.report.switched_at_us = Some(at_us);
-                s.report.warnings.extend(warnings);
-                if s.report.status != "failed" {
-                    s.set_status("switched");
-                }
-            }
-            Ok(other) => s.fail(&unexpected(&s.host.target.name, "switched", &other)),
+            Ok(reply) => handle(s, reply),
             Err(e) => s.fail(&e),
         }
     }
