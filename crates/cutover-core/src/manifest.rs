@@ -365,35 +365,65 @@ pub fn materialize(
     link: bool,
     content: &mut dyn Read,
 ) -> Result<(StageStats, Vec<PathBuf>)> {
+    use rayon::prelude::*;
     manifest.validate()?;
     let mut stats = StageStats::default();
-    let mut written = Vec::new();
     let mut dir_modes = Vec::new();
-    for (index, entry) in manifest.entries.iter().enumerate() {
-        let path = dest.join(&entry.path);
-        match &entry.kind {
-            EntryKind::Dir => {
-                std::fs::create_dir(&path).ctx("create", &path)?;
-                dir_modes.push((path, entry.mode));
-                stats.dirs += 1;
+    // Directories first, in order (a parent before its children), then everything else
+    // in parallel: link(2) in one directory serializes on its inode, spread across many
+    // it does not.
+    for entry in &manifest.entries {
+        if matches!(entry.kind, EntryKind::Dir) {
+            let path = dest.join(&entry.path);
+            std::fs::create_dir(&path).ctx("create", &path)?;
+            dir_modes.push((path, entry.mode));
+            stats.dirs += 1;
+        }
+    }
+    let placed: Vec<Placed> = manifest
+        .entries
+        .par_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let path = dest.join(&entry.path);
+            match &entry.kind {
+                EntryKind::Dir => Ok(Placed::Nothing),
+                EntryKind::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &path).ctx("create the link", &path)?;
+                    Ok(Placed::Symlink)
+                }
+                EntryKind::File { size, mtime_ns, .. } => {
+                    let Some(from) = plan.reuse.get(&index) else {
+                        return Ok(Placed::Later(*size));
+                    };
+                    if link && std::fs::hard_link(from, &path).is_ok() {
+                        return Ok(Placed::Linked(*size));
+                    }
+                    let meta = std::fs::metadata(from).ctx("stat", from)?;
+                    crate::stage::copy_file(from, &meta, &path)?;
+                    set_mtime(&path, *mtime_ns)?;
+                    Ok(Placed::Copied(*size, path))
+                }
             }
-            EntryKind::Symlink { target } => {
-                std::os::unix::fs::symlink(target, &path).ctx("create the link", &path)?;
-                stats.symlinks += 1;
-            }
-            EntryKind::File { size, mtime_ns, .. } => {
+        })
+        .collect::<Result<_>>()?;
+    let mut written = Vec::new();
+    for outcome in placed {
+        match outcome {
+            Placed::Nothing => {}
+            Placed::Symlink => stats.symlinks += 1,
+            Placed::Later(size) => {
                 stats.files += 1;
                 stats.bytes_total += size;
-                let Some(from) = plan.reuse.get(&index) else {
-                    continue;
-                };
-                if link && std::fs::hard_link(from, &path).is_ok() {
-                    stats.linked += 1;
-                    continue;
-                }
-                let meta = std::fs::metadata(from).ctx("stat", from)?;
-                crate::stage::copy_file(from, &meta, &path)?;
-                set_mtime(&path, *mtime_ns)?;
+            }
+            Placed::Linked(size) => {
+                stats.files += 1;
+                stats.bytes_total += size;
+                stats.linked += 1;
+            }
+            Placed::Copied(size, path) => {
+                stats.files += 1;
+                stats.bytes_total += size;
                 stats.copied += 1;
                 stats.bytes_copied += size;
                 written.push(path);
@@ -425,6 +455,16 @@ pub fn materialize(
             .ctx("set the mode of", &dir)?;
     }
     Ok((stats, written))
+}
+
+/// What happened to one manifest entry before the content stream is read.
+enum Placed {
+    Nothing,
+    Symlink,
+    /// A file whose bytes come from the stream.
+    Later(u64),
+    Linked(u64),
+    Copied(u64, PathBuf),
 }
 
 fn receive_file(
