@@ -50,6 +50,8 @@ pub struct ApacheOptions {
     pub validate_timestamps: bool,
     /// `KeepAliveTimeout` in seconds (Apache's default is 5).
     pub keepalive_timeout: u32,
+    /// The MPM: `prefork` (the only one mod_php starts under), `event` or `worker`.
+    pub mpm: String,
     /// Raw directives appended to the config.
     pub extra: String,
     /// Listen on this port of 127.0.0.1; `None` picks a free one (retried if taken).
@@ -66,6 +68,7 @@ impl ApacheOptions {
             workers: 4,
             validate_timestamps: false,
             keepalive_timeout: 5,
+            mpm: "prefork".into(),
             extra: String::new(),
             port: None,
             start_timeout: Duration::from_secs(20),
@@ -337,6 +340,20 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(io_err(format!("write {}", path.display())))
 }
 
+/// Writes `<dir>/httpd.conf` as an instance with `options` would run it, without starting
+/// Apache: for tests that only need `apache2 -f FILE -M/-S/-t` on a real config (a
+/// threaded MPM with mod_php cannot be started at all). Returns the config's path.
+pub fn write_config(options: &ApacheOptions, dir: &Path) -> Result<PathBuf> {
+    let own = dir.join("teststack");
+    fs::create_dir_all(&own).map_err(io_err(format!("mkdir {}", own.display())))?;
+    let conf = dir.join("httpd.conf");
+    write(
+        &conf,
+        &config(options, options.port.unwrap_or(8080), dir, &own),
+    )?;
+    Ok(conf)
+}
+
 fn config(options: &ApacheOptions, port: u16, dir: &Path, own: &Path) -> String {
     let d = dir.display();
     let own = own.display();
@@ -366,7 +383,7 @@ fn config(options: &ApacheOptions, port: u16, dir: &Path, own: &Path) -> String 
         r#"# A private test instance (cutover-teststack): nothing here reads /etc/apache2.
 ServerRoot "{d}"
 ServerName localhost
-LoadModule mpm_prefork_module {MODULES}/mod_mpm_prefork.so
+LoadModule mpm_{mpm}_module {MODULES}/mod_mpm_{mpm}.so
 LoadModule authz_core_module {MODULES}/mod_authz_core.so
 LoadModule alias_module {MODULES}/mod_alias.so
 LoadModule dir_module {MODULES}/mod_dir.so
@@ -377,10 +394,12 @@ ErrorLog "{d}/error.log"
 LogLevel notice
 TypesConfig /dev/null
 AddType text/plain .txt
+<IfModule mpm_prefork_module>
 StartServers {workers}
 MinSpareServers {workers}
 MaxSpareServers {workers}
 MaxRequestWorkers {workers}
+</IfModule>
 KeepAlive On
 KeepAliveTimeout {keepalive}
 MaxKeepAliveRequests 0
@@ -401,6 +420,7 @@ Alias /__teststack/ "{own}/"
 {php}{extra}
 "#,
         keepalive = options.keepalive_timeout,
+        mpm = options.mpm,
         extra = options.extra,
     )
 }

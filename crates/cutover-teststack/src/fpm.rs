@@ -79,6 +79,12 @@ pub struct FpmOptions {
     pub open_basedir: Option<PathBuf>,
     /// Raw pool directives appended to the pool section, e.g. `security.limit_extensions = .php .phtml`.
     pub extra_pool: String,
+    /// A php-fpm.conf text to run instead of the generated pool (e.g. a snippet under
+    /// test). Its `pid`, `error_log`, `daemonize`, `listen*`, `user` and `group` lines are
+    /// dropped for the instance's own, which go into its first pool with the ping and
+    /// status paths; `workers`, `process_control_timeout`, `open_basedir` and
+    /// `extra_pool` are then not used (the `-d` ini settings still are).
+    pub config: Option<String>,
     /// At start, run a script in the pool and fail unless OPcache reports itself enabled.
     pub check_opcache: bool,
     /// Bound for start-up and for the pool to answer again after a reload.
@@ -99,6 +105,7 @@ impl Default for FpmOptions {
             listen: FpmListen::Unix,
             open_basedir: None,
             extra_pool: String::new(),
+            config: None,
             check_opcache: true,
             start_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(10),
@@ -508,12 +515,65 @@ fn write(path: &Path, contents: &str) -> Result<()> {
         .map_err(io_err(format!("chmod {}", path.display())))
 }
 
+/// `text` with the instance's own global settings, listen address and user.
+fn own_config(text: &str, target: &FastcgiTarget, pidfile: &Path, error_log: &Path) -> String {
+    const OURS: [&str; 10] = [
+        "pid",
+        "error_log",
+        "daemonize",
+        "listen",
+        "listen.owner",
+        "listen.group",
+        "listen.mode",
+        "listen.allowed_clients",
+        "user",
+        "group",
+    ];
+    let mut conf = format!(
+        "[global]\npid = {}\nerror_log = {}\nlog_level = notice\ndaemonize = no\n",
+        pidfile.display(),
+        error_log.display()
+    );
+    let mut pool_seen = false;
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if !line.trim_start().starts_with(';') && OURS.contains(&key) {
+            continue;
+        }
+        conf.push_str(line);
+        conf.push('\n');
+        let trimmed = line.trim();
+        if !pool_seen && trimmed.starts_with('[') && trimmed != "[global]" {
+            pool_seen = true;
+            if running_as_root() {
+                conf.push_str(&format!("user = nobody\ngroup = {}\n", nobody_group()));
+            }
+            match target {
+                FastcgiTarget::Unix(path) => conf.push_str(&format!(
+                    "listen = {}\nlisten.mode = 0666\n",
+                    path.display()
+                )),
+                FastcgiTarget::Tcp(addr) => conf.push_str(&format!(
+                    "listen = {addr}\nlisten.allowed_clients = 127.0.0.1\n"
+                )),
+            }
+            conf.push_str(&format!(
+                "ping.path = {FPM_PING_PATH}\nping.response = pong\npm.status_path = {FPM_STATUS_PATH}\n"
+            ));
+        }
+    }
+    conf
+}
+
 fn pool_config(
     options: &FpmOptions,
     target: &FastcgiTarget,
     pidfile: &Path,
     error_log: &Path,
 ) -> String {
+    if let Some(text) = &options.config {
+        return own_config(text, target, pidfile, error_log);
+    }
     let mut conf = format!(
         "[global]\n\
          pid = {pid}\n\

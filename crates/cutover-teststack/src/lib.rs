@@ -58,14 +58,16 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use apache::{Apache, ApacheOptions, ApacheProbe, DEFAULT_APACHE};
+pub use apache::{
+    write_config as write_apache_config, Apache, ApacheOptions, ApacheProbe, DEFAULT_APACHE,
+};
 pub use fastcgi::FcgiResponse;
 pub use fpm::{
     FastcgiTarget, FpmListen, FpmOptions, PhpFpm, PoolProbe, DEFAULT_PHP_FPM, FPM_PING_PATH,
     FPM_STATUS_PATH,
 };
 pub use http::{http_get, http_get_timeout, HttpConnection, HttpResponse};
-pub use nginx::{Nginx, NginxOptions, DEFAULT_NGINX};
+pub use nginx::{write_config as write_nginx_config, Nginx, NginxOptions, DEFAULT_NGINX};
 pub use process::process_running;
 pub use sshd::{SshHosts, DEFAULT_SSHD};
 

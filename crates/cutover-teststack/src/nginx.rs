@@ -36,6 +36,12 @@ pub struct NginxOptions {
     pub open_file_cache: bool,
     /// Raw directives added inside the `server` block.
     pub extra_server: String,
+    /// A whole `server { … }` block to run instead of the generated one (e.g. a snippet
+    /// under test). Its `listen` lines are replaced by the instance's own and the ping
+    /// location is added after its first `{`; `root`, `fastcgi` and the other server
+    /// options are then not used. Debian's `fastcgi_params` is copied next to the config,
+    /// so `include fastcgi_params;` works.
+    pub server: Option<String>,
     /// Raw directives added inside the `http` block.
     pub extra_http: String,
     /// Listen on this port of 127.0.0.1; `None` picks a free one (retried if taken).
@@ -54,6 +60,7 @@ impl NginxOptions {
             realpath_root: false,
             open_file_cache: false,
             extra_server: String::new(),
+            server: None,
             extra_http: String::new(),
             port: None,
             worker_processes: 2,
@@ -105,10 +112,7 @@ impl Nginx {
         let access_log = dir.join("access.log");
         let output_log = dir.join("nginx.out");
         let pidfile = dir.join("nginx.pid");
-        let temp = dir.join("temp");
-        fs::create_dir(&temp).map_err(io_err(format!("mkdir {}", temp.display())))?;
-        let text = config(&options, port, &nonce, dir.path());
-        fs::write(&conf, text).map_err(io_err(format!("write {}", conf.display())))?;
+        write_config_in(&options, port, &nonce, dir.path())?;
 
         let binary =
             std::env::var("CUTOVER_TESTSTACK_NGINX").unwrap_or_else(|_| DEFAULT_NGINX.into());
@@ -200,6 +204,11 @@ impl Nginx {
         &self.options
     }
 
+    /// The config file this instance runs (`nginx -T -c` it to see what nginx sees).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("nginx.conf")
+    }
+
     /// The error log (including what PHP wrote to FastCGI stderr), plus nginx's own
     /// stdout/stderr.
     pub fn error_log(&self) -> String {
@@ -260,6 +269,51 @@ fn nonce() -> String {
     )
 }
 
+/// Writes `<dir>/nginx.conf` (and `fastcgi_params`, and the `temp` directory) as an
+/// instance with `options` would run it, without starting nginx: for tests that only need
+/// `nginx -T` / `nginx -t` on a real config. Returns the config's path.
+pub fn write_config(options: &NginxOptions, dir: &Path) -> Result<PathBuf> {
+    write_config_in(options, options.port.unwrap_or(8080), "config-only", dir)
+}
+
+fn write_config_in(options: &NginxOptions, port: u16, nonce: &str, dir: &Path) -> Result<PathBuf> {
+    let temp = dir.join("temp");
+    fs::create_dir_all(&temp).map_err(io_err(format!("mkdir {}", temp.display())))?;
+    let params = Path::new("/etc/nginx/fastcgi_params");
+    if params.exists() {
+        let copy = dir.join("fastcgi_params");
+        fs::copy(params, &copy).map_err(io_err(format!("copy {}", params.display())))?;
+    }
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, config(options, port, nonce, dir))
+        .map_err(io_err(format!("write {}", conf.display())))?;
+    Ok(conf)
+}
+
+/// `server` with the instance's `listen` and its ping location.
+fn own_server(server: &str, port: u16, nonce: &str) -> String {
+    let mut text = String::new();
+    for line in server.lines() {
+        if line.trim_start().starts_with("listen ") {
+            text.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let ping = format!(
+        "\n    location = {PING_LOCATION} {{\n        access_log off;\n        default_type text/plain;\n        return 200 \"teststack-nginx {nonce}\\n\";\n    }}\n"
+    );
+    match text
+        .find("server")
+        .and_then(|at| text[at..].find('{').map(|b| at + b + 1))
+    {
+        Some(open) => text.insert_str(open, &ping),
+        None => text.push_str(&ping),
+    }
+    text
+}
+
 fn config(options: &NginxOptions, port: u16, nonce: &str, dir: &Path) -> String {
     let d = dir.display();
     let user = if running_as_root() {
@@ -281,7 +335,7 @@ fn config(options: &NginxOptions, port: u16, nonce: &str, dir: &Path) -> String 
     } else {
         ""
     };
-    format!(
+    let text = format!(
         r#"daemon off;
 master_process on;
 worker_processes {workers};
@@ -364,5 +418,19 @@ http {{
         fastcgi = options.fastcgi,
         extra_http = options.extra_http,
         extra_server = options.extra_server,
-    )
+    );
+    match &options.server {
+        None => text,
+        Some(server) => {
+            // The generated server starts at its `server {` line and is the last block in http.
+            let start = text.find("    server {").unwrap_or(text.len());
+            let end = text.rfind("}\n").unwrap_or(text.len());
+            format!(
+                "{}{}\n{}",
+                &text[..start],
+                own_server(server, port, nonce),
+                &text[end..]
+            )
+        }
+    }
 }

@@ -51,6 +51,13 @@ pub enum Command {
     /// Ask the php-fpm pool about OPcache, or reset it (no PHP needed on this machine).
     #[command(subcommand)]
     Php(PhpCommand),
+    /// Read the real nginx, Apache and php-fpm configuration and report what breaks atomic
+    /// deploys (stale code, cached files, killed requests), each with the line to fix.
+    /// Exit 1 when an error-severity hazard is found, 0 with warnings only.
+    Doctor(DoctorArgs),
+    /// Print a recommended, commented configuration for the deploy path.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The remote end of a [hosts] deploy, run by cutover itself over ssh: speaks a framed
     /// protocol on stdin/stdout. Not for use by hand.
     #[command(hide = true)]
@@ -97,6 +104,68 @@ pub struct VerifyArgs {
     /// Wait up to this long for another deploy's lock.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait_lock: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The pool's FastCGI address (`unix:/run/php/php8.2-fpm.sock`, `127.0.0.1:9000`);
+    /// default: [php] fpm. Without one, the pool's ini values are not checked.
+    #[arg(long, value_name = "ADDRESS", env = "CUTOVER_FPM")]
+    pub fpm: Option<String>,
+    /// The pool's chroot, if any; default: [php] fpm_chroot.
+    #[arg(long, value_name = "DIR")]
+    pub fpm_chroot: Option<PathBuf>,
+    /// The php-fpm master's pid file, to read its own config with `php-fpm -tt`;
+    /// default: [refresh] fpm_pidfile.
+    #[arg(long, value_name = "FILE")]
+    pub fpm_pidfile: Option<PathBuf>,
+    /// Check nginx's configuration, as `nginx -T` shows it.
+    #[arg(long)]
+    pub nginx: bool,
+    /// The nginx config file (`nginx -T -c FILE`); implies --nginx.
+    #[arg(long, value_name = "FILE")]
+    pub nginx_config: Option<PathBuf>,
+    /// The nginx binary.
+    #[arg(long, value_name = "PATH", default_value = "nginx")]
+    pub nginx_bin: String,
+    /// Check Apache's configuration (`apachectl -M`, `-S` and the virtual hosts).
+    #[arg(long)]
+    pub apache: bool,
+    /// The Apache config file (`apache2 -f FILE -M`); implies --apache.
+    #[arg(long, value_name = "FILE")]
+    pub apache_config: Option<PathBuf>,
+    /// The Apache binary; default: `apache2` with --apache-config, else `apachectl`.
+    #[arg(long, value_name = "PATH")]
+    pub apache_bin: Option<String>,
+    /// The deploy path, to know which roots go through its `current`; default: [deploy] path.
+    #[arg(long, value_name = "PATH", env = "CUTOVER_DEPLOY_PATH")]
+    pub to: Option<PathBuf>,
+    /// How long to wait for the pool to answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// An nginx server block: root through `current`, PHP given `$realpath_root`.
+    Nginx(ConfigArgs),
+    /// An Apache virtual host with mod_php (prefork), and the php-fpm alternative.
+    Apache(ConfigArgs),
+    /// A php-fpm pool and [global] section: process_control_timeout, OPcache settings.
+    Fpm(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The deploy path; default: [deploy] path.
+    #[arg(long, value_name = "PATH", env = "CUTOVER_DEPLOY_PATH")]
+    pub to: Option<PathBuf>,
+    /// The pool's FastCGI address; default: [php] fpm, or unix:/run/php/php8.2-fpm.sock.
+    #[arg(long, value_name = "ADDRESS", env = "CUTOVER_FPM")]
+    pub fpm: Option<String>,
+    /// The web root inside a release.
+    #[arg(long, value_name = "DIR", default_value = "public")]
+    pub web_dir: String,
 }
 
 #[derive(Debug, Subcommand)]

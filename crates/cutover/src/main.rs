@@ -35,6 +35,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::verify(args, global, printer),
         Command::Php(cli::PhpCommand::Status(args)) => commands::php::status(args, global, printer),
         Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
+        Command::Doctor(args) => commands::doctor::doctor(args, global, printer),
+        Command::Config(command) => commands::config::config(command, global, printer),
         Command::Agent => agent::agent(),
     };
     match result {

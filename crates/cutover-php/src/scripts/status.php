@@ -3,7 +3,7 @@
 header('Content-Type: application/json');
 $keys = ['opcache.enable', 'opcache.validate_timestamps', 'opcache.revalidate_freq',
     'opcache.revalidate_path', 'opcache.preload', 'opcache.file_cache', 'opcache.restrict_api',
-    'opcache.memory_consumption', 'opcache.max_accelerated_files', 'opcache.force_restart_timeout',
+    'opcache.memory_consumption', 'opcache.interned_strings_buffer', 'opcache.max_accelerated_files', 'opcache.force_restart_timeout',
     'realpath_cache_size', 'realpath_cache_ttl', 'open_basedir'];
 $ini = [];
 foreach ($keys as $key) {

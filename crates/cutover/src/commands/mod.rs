@@ -1,7 +1,9 @@
 //! One module per command; each returns `Result<()>` and prints through the `Printer`.
 
 pub mod cleanup;
+pub mod config;
 pub mod deploy;
+pub mod doctor;
 pub mod init;
 pub mod php;
 pub mod releases;
