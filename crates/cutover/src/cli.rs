@@ -58,6 +58,9 @@ pub enum Command {
     /// Print a recommended, commented configuration for the deploy path.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Find includes in PHP source whose paths can resolve through the deploy symlink into
+    /// another release mid-request (absolute paths, DOCUMENT_ROOT, include_path, …).
+    Lint(LintArgs),
     /// The remote end of a [hosts] deploy, run by cutover itself over ssh: speaks a framed
     /// protocol on stdin/stdout. Not for use by hand.
     #[command(hide = true)]
@@ -166,6 +169,18 @@ pub struct ConfigArgs {
     /// The web root inside a release.
     #[arg(long, value_name = "DIR", default_value = "public")]
     pub web_dir: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The app's source: a directory (every *.php, *.phtml, *.inc, *.module file, vendor/
+    /// included) or one file.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Also report includes whose path comes from somewhere the linter cannot follow (a
+    /// function parameter, a method's result), outside vendor/.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Subcommand)]

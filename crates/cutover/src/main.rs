@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
         Command::Doctor(args) => commands::doctor::doctor(args, global, printer),
         Command::Config(command) => commands::config::config(command, global, printer),
+        Command::Lint(args) => commands::lint::lint(args, printer),
         Command::Agent => agent::agent(),
     };
     match result {

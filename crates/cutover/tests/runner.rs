@@ -14,6 +14,7 @@ mod test_doctor;
 mod test_fleet;
 mod test_health;
 mod test_kill;
+mod test_lint;
 mod test_php;
 mod test_refresh;
 mod test_switch_atomicity;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod init;
+pub mod lint;
 pub mod php;
 pub mod releases;
 pub mod rollback;
