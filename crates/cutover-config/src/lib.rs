@@ -18,6 +18,18 @@ pub const TEMPLATE: &str = include_str!("template.toml");
 /// How many releases stay on a target when `deploy.keep_releases` is not set.
 pub const DEFAULT_KEEP_RELEASES: usize = 5;
 
+/// The asset directories when `deploy.asset_dirs` is not set.
+pub const DEFAULT_ASSET_DIRS: [&str; 5] = [
+    "public/build",
+    "public/assets",
+    "public/bundles",
+    "public/css",
+    "public/js",
+];
+
+/// How many earlier releases' assets stay reachable when `deploy.keep_asset_releases` is not set.
+pub const DEFAULT_KEEP_ASSET_RELEASES: usize = 3;
+
 /// The file in each release holding its id when `deploy.release_file` is not set.
 pub const DEFAULT_RELEASE_FILE: &str = "RELEASE";
 
@@ -111,6 +123,12 @@ pub struct DeploySettings {
     /// The file written into each release holding its id, relative to the release.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release_file: Option<String>,
+    /// Directories whose static files stay reachable in later releases; `[]` turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_dirs: Option<Vec<String>>,
+    /// How many earlier releases' assets stay reachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_asset_releases: Option<usize>,
 }
 
 /// `[shared]`: what persists across releases, linked into each one from `shared/`.

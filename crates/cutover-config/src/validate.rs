@@ -57,6 +57,11 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
             Some(hint),
         ));
     }
+    for (index, dir) in deploy.asset_dirs.iter().flatten().enumerate() {
+        inside_release(dir).map_err(|(message, hint)| {
+            Problem::new(&["deploy", "asset_dirs"], Some(index), message, hint)
+        })?;
+    }
     for (index, pattern) in deploy.exclude.iter().enumerate() {
         inside_release(pattern).map_err(|(message, hint)| {
             Problem::new(&["deploy", "exclude"], Some(index), message, hint)

@@ -13,6 +13,9 @@ pub struct Activation {
     pub previous: Option<ReleaseId>,
     /// Nothing was done: the release was already current, or this was a dry run.
     pub unchanged: bool,
+    /// Static files of the release left behind, linked into this one first.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub assets_carried: u64,
     /// What went wrong after the switch, which stands: `current` was changed all the same.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -27,18 +30,32 @@ pub fn rollback_target(deploy: &DeployPath) -> Result<ReleaseId> {
         .ok_or_else(|| Error::NoEarlierRelease(current.to_string()))
 }
 
-/// Switches to `release` and records it as `kind` (a switch or a rollback).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Switches to `release` and records it as `kind` (a switch or a rollback). The static
+/// assets of the release being left are first linked into `release` (added, never
+/// replacing a file), so its pages rendered a moment ago still get their CSS and JS.
 pub fn activate(
     deploy: &DeployPath,
     release: &ReleaseId,
     kind: EventKind,
     mode: Mode<'_>,
+    assets: &crate::assets::AssetOptions,
 ) -> Result<Activation> {
     deploy.require_release(release)?;
     let previous = deploy.current_release()?;
     let unchanged = mode.is_dry_run() || previous.as_ref() == Some(release);
     let mut warnings = Vec::new();
+    let mut assets_carried = 0;
     if !unchanged {
+        if let Some(leaving) = &previous {
+            let target = deploy.release(release);
+            let leaving = std::slice::from_ref(leaving);
+            assets_carried =
+                crate::assets::carry_into(deploy, release, &target, leaving, assets)?.carried;
+        }
         switch_current(deploy, release)?;
         // The switch is the commit point: a failure after it must not report "nothing
         // changed", so it is a warning.
@@ -55,6 +72,7 @@ pub fn activate(
         release: release.clone(),
         previous,
         unchanged,
+        assets_carried,
         warnings,
     })
 }

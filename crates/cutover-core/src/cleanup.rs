@@ -42,6 +42,7 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
         if !dry_run {
             crate::trash::discard(deploy, &deploy.release(&id))?;
             let _ = std::fs::remove_file(deploy.manifest_file(&id));
+            crate::assets::forget(deploy, &id);
             history::append(
                 &deploy.history_file(),
                 &Event::now(EventKind::Removed, id.clone()),

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::assets::CarryReport;
 use crate::error::{Error, IoContext, Result};
 use crate::history::{self, Event, EventKind, Source};
 use crate::layout::DeployPath;
@@ -24,6 +25,8 @@ pub struct DeployOptions {
     pub keep_releases: usize,
     /// File written at the release root holding the release id.
     pub release_file: String,
+    /// Static files of earlier releases kept reachable in new ones.
+    pub assets: crate::assets::AssetOptions,
 }
 
 impl DeployOptions {
@@ -41,6 +44,7 @@ impl DeployOptions {
             before_switch: Vec::new(),
             keep_releases: Self::DEFAULT_KEEP_RELEASES,
             release_file: Self::DEFAULT_RELEASE_FILE.to_string(),
+            assets: crate::assets::AssetOptions::default(),
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct DeployReport {
     pub deploy_path: PathBuf,
     pub source: Source,
     pub files: StageStats,
+    pub assets: CarryReport,
     pub removed: Vec<ReleaseId>,
     pub dry_run: bool,
     pub stage_ms: u64,
@@ -84,6 +89,7 @@ pub fn deploy(
         deploy_path: deploy.root().to_path_buf(),
         source,
         files: StageStats::default(),
+        assets: CarryReport::default(),
         removed: Vec::new(),
         dry_run: mode.is_dry_run(),
         stage_ms: 0,
@@ -116,6 +122,7 @@ pub fn deploy(
     check_shared(deploy, opts)?;
     let job = StageJob {
         release: &release,
+        previous: previous.as_ref(),
         opts,
         source: &report.source,
     };
@@ -123,11 +130,14 @@ pub fn deploy(
         source: &source_dir,
         excludes: &excludes,
     };
-    report.files = stage_and_commit(deploy, &job, previous_dir.as_deref(), &mut fill, observer)?;
+    (report.files, report.assets) =
+        stage_and_commit(deploy, &job, previous_dir.as_deref(), &mut fill, observer)?;
     report.stage_ms = started.elapsed().as_millis() as u64;
 
     let switching = Instant::now();
-    let activation = crate::activate::activate(deploy, &release, EventKind::Switched, mode)?;
+    // Staging carried the assets already.
+    let none = crate::assets::AssetOptions::none();
+    let activation = crate::activate::activate(deploy, &release, EventKind::Switched, mode, &none)?;
     report.warnings = activation.warnings;
     crate::capistrano::log_deploy(deploy, &release, &report.source);
     report.switch_ms = switching.elapsed().as_millis() as u64;
@@ -160,6 +170,8 @@ pub fn begin(
 /// What a release needs besides its files.
 pub struct StageJob<'a> {
     pub release: &'a ReleaseId,
+    /// The release it follows (current, or the newest): its pages are the ones being served.
+    pub previous: Option<&'a ReleaseId>,
     pub opts: &'a DeployOptions,
     pub source: &'a Source,
 }
@@ -212,13 +224,14 @@ pub fn stage_and_commit(
     previous: Option<&Path>,
     fill: &mut dyn Fill,
     observer: &dyn Observer,
-) -> Result<StageStats> {
+) -> Result<(StageStats, CarryReport)> {
     let staging = deploy.staging(job.release);
     std::fs::create_dir(&staging).ctx("create the staging directory", &staging)?;
     let files = match stage_release(deploy, &staging, previous, job, fill, observer) {
         Ok(files) => files,
         Err(e) => {
             let _ = crate::trash::discard(deploy, &staging);
+            crate::assets::forget(deploy, job.release);
             return Err(e);
         }
     };
@@ -240,6 +253,19 @@ pub fn stage_and_commit(
     Ok(files)
 }
 
+/// The releases whose assets a new release keeps: the one it follows first (its pages are
+/// live), then the newest others, `keep` in all.
+fn asset_sources(deploy: &DeployPath, job: &StageJob<'_>) -> Result<Vec<ReleaseId>> {
+    let mut sources: Vec<ReleaseId> = job.previous.into_iter().cloned().collect();
+    for id in deploy.releases()?.into_iter().rev() {
+        if !sources.contains(&id) {
+            sources.push(id);
+        }
+    }
+    sources.truncate(job.opts.assets.keep);
+    Ok(sources)
+}
+
 /// Fills the staging directory. Without commands to run, unchanged files are linked from
 /// the previous release straight away. With commands, they run on a private copy first and
 /// unchanged files are linked only afterwards: a command that rewrites a file in place
@@ -252,10 +278,11 @@ fn stage_release(
     job: &StageJob<'_>,
     fill: &mut dyn Fill,
     observer: &dyn Observer,
-) -> Result<StageStats> {
+) -> Result<(StageStats, CarryReport)> {
     let (opts, release) = (job.opts, job.release);
     let runs_commands = !opts.build.is_empty() || !opts.before_switch.is_empty();
     let (mut stats, copied) = fill.fill(staging, previous, !runs_commands, observer)?;
+    let mut assets = CarryReport::default();
 
     let release_path = deploy.release(release);
     let env = [
@@ -285,6 +312,16 @@ fn stage_release(
             }
             stats = stage::link_unchanged(staging, previous, &skip)?;
         }
+    }
+    // Last: commands and the quick check see only the release's own files.
+    if let Some(previous) = job.previous {
+        assets.changed_in_place =
+            crate::assets::changed_in_place(deploy, staging, previous, &opts.assets)?;
+    }
+    let sources = asset_sources(deploy, job)?;
+    assets.carried =
+        crate::assets::carry_into(deploy, release, staging, &sources, &opts.assets)?.carried;
+    if runs_commands {
         // What the commands wrote is unknown: flush the whole file system.
         stage::flush(staging, None)?;
     } else {
@@ -292,7 +329,7 @@ fn stage_release(
         written.push(staging.join(&opts.release_file));
         stage::flush(staging, Some(&written))?;
     }
-    Ok(stats)
+    Ok((stats, assets))
 }
 
 /// The source directory, canonical; a clear error when it is missing or a file.
@@ -338,6 +375,7 @@ pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>)
         )?;
     }
     let _ = std::fs::remove_file(deploy.manifest_file(release));
+    crate::assets::forget(deploy, release);
     Ok(())
 }
 

@@ -744,7 +744,11 @@ mod tests {
         });
         let found = check(&facts);
         assert_eq!(ids(&found), ["opcache-memory-too-small"]);
-        assert!(found[0].why.contains("100.0 KiB per cached script"), "{}", found[0].why);
+        assert!(
+            found[0].why.contains("100.0 KiB per cached script"),
+            "{}",
+            found[0].why
+        );
         facts.release = Some(ReleaseCode {
             php_files: 200,
             php_bytes: 1,

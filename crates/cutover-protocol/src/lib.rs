@@ -22,6 +22,7 @@ pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, Kind, Limits, DATA_CHUNK};
 
 use cutover_config::{HealthSettings, PhpSettings, RefreshSettings};
+use cutover_core::assets::{AssetOptions, CarryReport};
 use cutover_core::history::Source;
 use cutover_core::manifest::{Delta, Manifest};
 use cutover_core::stage::StageStats;
@@ -58,6 +59,8 @@ pub enum Request {
         release: ReleaseId,
         rollback: bool,
         revert: Option<Box<RefreshRequest>>,
+        /// The release being left keeps its assets reachable in this one.
+        assets: AssetOptions,
     },
     Commit,
     Refresh(Box<RefreshRequest>),
@@ -78,6 +81,7 @@ pub struct StageRequest {
     pub shared_files: Vec<String>,
     pub before_switch: Vec<String>,
     pub release_file: String,
+    pub assets: AssetOptions,
     pub source: Source,
 }
 
@@ -121,6 +125,7 @@ pub enum Reply {
     Staged {
         release: ReleaseId,
         stats: StageStats,
+        assets: CarryReport,
         stage_ms: u64,
     },
     Switched {
@@ -219,6 +224,7 @@ mod tests {
             release: ReleaseId::parse("v2").unwrap(),
             rollback: false,
             revert: None,
+            assets: AssetOptions::none(),
         };
         send(&mut wire, &request).unwrap();
         let mut r: &[u8] = &wire;

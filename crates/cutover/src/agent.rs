@@ -12,6 +12,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::time::{Duration, Instant};
 
 use cutover_config::Config;
+use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::{self, DeployOptions, Fill, StageJob};
 use cutover_core::history::EventKind;
 use cutover_core::manifest::{self, Manifest, Plan};
@@ -49,7 +50,7 @@ struct Session {
     /// Staged here and not current yet: removed when the session ends.
     pending: Vec<ReleaseId>,
     /// A switch not yet committed: where to go back to if the session ends first.
-    revert: Option<RefreshRequest>,
+    revert: Option<(RefreshRequest, AssetOptions)>,
 }
 
 impl Session {
@@ -156,6 +157,7 @@ impl Session {
                 release,
                 rollback,
                 revert,
+                assets,
             } => {
                 let (deploy, mode) = self.changing()?;
                 let kind = if rollback {
@@ -164,10 +166,13 @@ impl Session {
                     EventKind::Switched
                 };
                 let at_us = manifest::now_micros();
-                let activation = cutover_core::activate::activate(deploy, &release, kind, mode)?;
+                let activation =
+                    cutover_core::activate::activate(deploy, &release, kind, mode, &assets)?;
                 self.pending.retain(|id| *id != release);
                 // A later explicit switch (going back) supersedes a tentative one.
-                self.revert = revert.filter(|_| !activation.unchanged).map(|r| *r);
+                self.revert = revert
+                    .filter(|_| !activation.unchanged)
+                    .map(|r| (*r, assets));
                 Ok(Reply::Switched {
                     release,
                     previous: activation.previous,
@@ -244,6 +249,7 @@ impl Session {
             shared_files: request.shared_files,
             before_switch: request.before_switch,
             release_file: request.release_file,
+            assets: request.assets,
             ..DeployOptions::new("")
         };
         deploy::check_shared(deploy, &opts)?;
@@ -269,6 +275,7 @@ impl Session {
 
         let job = StageJob {
             release: &release,
+            previous: previous.as_ref(),
             opts: &opts,
             source: &request.source,
         };
@@ -288,13 +295,14 @@ impl Session {
             // Keep the stream in step: the content is on its way whatever happened here.
             drain(fill.input).map_err(Handled::Disconnected)?;
         }
-        let stats = staged?;
+        let (stats, assets) = staged?;
         // A lost manifest only costs the next deploy a full manifest and some hashing.
         let _ = manifest.store(&deploy.manifest_file(&release));
         self.pending.push(release.clone());
         Ok(Reply::Staged {
             release,
             stats,
+            assets,
             stage_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -313,7 +321,7 @@ impl Session {
     /// Undoes an uncommitted switch, removes what this session staged and never switched
     /// to; the lock goes with us.
     fn close(&mut self) {
-        if let (Some(deploy), Some(lock), Some(revert)) =
+        if let (Some(deploy), Some(lock), Some((revert, assets))) =
             (&self.deploy, &self.lock, self.revert.take())
         {
             let mode = Mode::Apply(lock);
@@ -322,6 +330,7 @@ impl Session {
                 &revert.release,
                 EventKind::RolledBack,
                 mode,
+                &assets,
             )
             .is_ok()
             {

@@ -37,6 +37,7 @@ pub struct Host {
     pub php: cutover_config::PhpSettings,
     pub refresh: cutover_config::RefreshSettings,
     pub health: cutover_config::HealthSettings,
+    pub assets: cutover_core::assets::AssetOptions,
 }
 
 /// The hosts of `[hosts]`, or only those named with `--host`.
@@ -90,6 +91,7 @@ pub fn hosts(config: &Config, selected: &[String]) -> Result<Vec<Host>> {
                 .health
                 .clone()
                 .unwrap_or_else(|| config.health.clone()),
+            assets: crate::settings::asset_options(config),
         });
     }
     Ok(hosts)
@@ -104,6 +106,8 @@ pub struct HostReport {
     pub previous: Option<ReleaseId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<StageStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assets: Option<cutover_core::assets::CarryReport>,
     pub files_sent: u64,
     pub bytes_sent: u64,
     pub stage_ms: u64,
@@ -213,6 +217,7 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
                     None => ManifestPayload::Full(manifest.clone()),
                 },
                 shared_dirs: opts.shared_dirs.clone(),
+                assets: opts.assets.clone(),
                 shared_files: opts.shared_files.clone(),
                 before_switch: opts.before_switch.clone(),
                 release_file: opts.release_file.clone(),
@@ -263,6 +268,15 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
         for w in &r.warnings {
             printer.warn(format!("{}: {w}", r.host));
         }
+    }
+    // The same release on every host: say it once.
+    let changed = reports
+        .iter()
+        .find_map(|r| r.assets.as_ref().filter(|a| !a.changed_in_place.is_empty()));
+    if let Some(warning) =
+        changed.and_then(|a| crate::commands::deploy::changed_in_place_warning(&a.changed_in_place))
+    {
+        printer.warn(warning);
     }
     let json = serde_json::json!({
         "release": release,
@@ -451,6 +465,7 @@ fn switch_everywhere(
         (s.current.as_ref() != Some(release)).then(|| Request::Switch {
             release: release.clone(),
             rollback,
+            assets: s.host.assets.clone(),
             revert: s
                 .current
                 .as_ref()
@@ -830,9 +845,13 @@ fn stage_host(
     let bytes_sent = agent.bytes_sent() - sent_before;
     match reply {
         Reply::Staged {
-            stats, stage_ms, ..
+            stats,
+            stage_ms,
+            assets,
+            ..
         } => {
             s.report.files = Some(stats);
+            s.report.assets = Some(assets);
             s.report.files_sent = files.len() as u64;
             s.report.bytes_sent = bytes_sent;
             s.report.stage_ms = stage_ms;
@@ -967,11 +986,12 @@ fn roll_back_all(sessions: &mut [Session], pool: &rayon::ThreadPool) {
         .iter()
         .map(|s| s.switched.then(|| s.current.clone()).flatten())
         .collect();
-    switch_all(sessions, |i, _| {
+    switch_all(sessions, |i, s| {
         targets[i].clone().map(|release| Request::Switch {
             release,
             rollback: true,
             revert: None,
+            assets: s.host.assets.clone(),
         })
     });
     pool.install(|| {

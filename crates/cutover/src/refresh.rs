@@ -27,6 +27,8 @@ pub struct RefreshPlan {
     apache: Option<ApacheGraceful>,
     wait: Duration,
     health: Option<crate::health::HealthCheck>,
+    /// Switching back keeps the failed release's assets reachable, as any switch does.
+    assets: cutover_core::assets::AssetOptions,
 }
 
 /// `apache-graceful`: where the parent's pid is and what asks for the restart.
@@ -124,6 +126,7 @@ pub fn plan(config: &Config, deploy: &DeployPath) -> Result<Option<RefreshPlan>>
             .wait_seconds
             .map_or(DEFAULT_WAIT, Duration::from_secs),
         health,
+        assets: crate::settings::asset_options(config),
     }))
 }
 
@@ -248,7 +251,7 @@ pub fn after_switch(
     causes.extend(error.causes);
     let (message, hint) = match previous {
         Some(previous) => {
-            activate(deploy, previous, EventKind::RolledBack, mode)?;
+            activate(deploy, previous, EventKind::RolledBack, mode, &plan.assets)?;
             if let Err(again) = check(plan, deploy, previous) {
                 causes.push(format!(
                     "refreshing {previous} after switching back failed too: {}",

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::Config;
+use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
 use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
 
@@ -126,7 +127,20 @@ pub fn deploy_options(args: &DeployArgs, config: &Config) -> Result<DeployOption
     if let Some(file) = &config.deploy.release_file {
         opts.release_file = file.clone();
     }
+    opts.assets = asset_options(config);
     Ok(opts)
+}
+
+/// `[deploy] asset_dirs` and `keep_asset_releases`, or the defaults.
+pub fn asset_options(config: &Config) -> AssetOptions {
+    let mut assets = AssetOptions::default();
+    if let Some(dirs) = &config.deploy.asset_dirs {
+        assets.dirs = dirs.clone();
+    }
+    if let Some(keep) = config.deploy.keep_asset_releases {
+        assets.keep = keep;
+    }
+    assets
 }
 
 fn config_dir(config: &Config) -> Option<PathBuf> {
@@ -151,6 +165,14 @@ mod tests {
         assert_eq!(
             cutover_config::DEFAULT_RELEASE_FILE,
             DeployOptions::DEFAULT_RELEASE_FILE
+        );
+        assert_eq!(
+            cutover_config::DEFAULT_ASSET_DIRS,
+            cutover_core::assets::DEFAULT_DIRS
+        );
+        assert_eq!(
+            cutover_config::DEFAULT_KEEP_ASSET_RELEASES,
+            cutover_core::assets::DEFAULT_KEEP
         );
     }
 }

@@ -73,6 +73,7 @@ fn json_output_is_one_document_with_pinned_keys_and_nothing_on_stderr() {
             "deploy_path",
             "source",
             "files",
+            "assets",
             "removed",
             "dry_run",
             "stage_ms",

@@ -146,6 +146,7 @@ fn write_app(sb: &Sandbox, version: &str, files: usize) {
 fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change() {
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 300);
+    fleet.sb.write("public/build/app.1111aaaa.css", "v1 css\n");
     let config = fleet.config("fleet.toml", "");
 
     let first = fleet.deploy_json(&config, &[]);
@@ -177,6 +178,9 @@ fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change()
         .path();
     std::fs::rename(&ours, bin.join("cutover-0.0.1-0123456789abcdef")).unwrap();
 
+    // v2 drops v1's stylesheet: pages of v1 still get it on every host.
+    std::fs::remove_file(fleet.sb.src().join("public/build/app.1111aaaa.css")).unwrap();
+
     // Change 10 files: 40 KiB of bytes that do not compress.
     let mut changed = 0;
     for i in 0..10u64 {
@@ -203,6 +207,11 @@ fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change()
             "{name}: sent {sent} bytes for {changed} changed"
         );
         assert_eq!(host["files"]["linked"], 291, "{name}: {host}");
+        assert_eq!(host["assets"]["carried"], 1, "{name}: {host}");
+        let css = fleet
+            .host_path(name)
+            .join("current/public/build/app.1111aaaa.css");
+        assert_eq!(std::fs::read_to_string(css).unwrap(), "v1 css\n", "{name}");
         // The release on the host is byte for byte the source.
         for i in [0u64, 7, 8] {
             let rel = format!("lib/f{i}.bin");

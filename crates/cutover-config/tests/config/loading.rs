@@ -3,7 +3,8 @@ use std::path::{Path, PathBuf};
 use cutover_config::{
     load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
     PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_APACHE_COMMAND,
-    DEFAULT_APACHE_PIDFILE, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE, TEMPLATE,
+    DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS, DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES,
+    DEFAULT_RELEASE_FILE, TEMPLATE,
 };
 
 #[test]
@@ -39,6 +40,8 @@ fn template_shows_every_key() {
                 keep_releases,
                 exclude,
                 release_file,
+                asset_dirs,
+                keep_asset_releases,
             },
         shared: SharedSettings { dirs, files },
         build: BuildSettings { run },
@@ -95,6 +98,8 @@ fn template_shows_every_key() {
     // The examples that show a default show the real one.
     assert_eq!(keep_releases, Some(DEFAULT_KEEP_RELEASES));
     assert_eq!(release_file.as_deref(), Some(DEFAULT_RELEASE_FILE));
+    assert_eq!(asset_dirs.unwrap(), DEFAULT_ASSET_DIRS.map(String::from));
+    assert_eq!(keep_asset_releases, Some(DEFAULT_KEEP_ASSET_RELEASES));
     assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
 }
 

@@ -127,6 +127,8 @@ fn config() -> impl Strategy<Value = Config> {
                 keep_releases,
                 exclude,
                 release_file,
+                asset_dirs: None,
+                keep_asset_releases: None,
             },
         );
     let host = (

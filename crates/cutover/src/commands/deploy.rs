@@ -39,6 +39,9 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     for warning in &report.warnings {
         printer.warn(warning);
     }
+    if let Some(warning) = changed_in_place_warning(&report.assets.changed_in_place) {
+        printer.warn(warning);
+    }
     let mut json = serde_json::to_value(&report).unwrap_or_default();
     if let Some(refreshed) = &refreshed {
         json["refresh"] = serde_json::to_value(refreshed).unwrap_or_default();
@@ -77,6 +80,12 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
             let dirty = if report.source.git_dirty { " (with uncommitted changes)" } else { "" };
             text.push_str(&format!("  source: git {commit}{dirty}\n"));
         }
+        if report.assets.carried > 0 {
+            text.push_str(&format!(
+                "  kept {} static files of earlier releases reachable\n",
+                report.assets.carried
+            ));
+        }
         if !report.removed.is_empty() {
             let removed: Vec<_> = report.removed.iter().map(ToString::to_string).collect();
             text.push_str(&format!("  removed old releases: {}\n", removed.join(", ")));
@@ -84,4 +93,17 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
         text
     });
     Ok(())
+}
+
+/// One warning for every asset whose name stayed while its content changed: a page of
+/// the old release asking for that URL gets the new content.
+pub fn changed_in_place_warning(paths: &[String]) -> Option<String> {
+    let first = paths.first()?;
+    let more = match paths.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    Some(format!(
+        "{first}{more} changed content under the same name: pages rendered by the previous release get the new file at that URL; give asset files content-hashed names (Vite, Encore and Mix versioning do) so old and new can both be served"
+    ))
 }

@@ -19,7 +19,14 @@ pub fn rollback(args: &RollbackArgs, global: &GlobalArgs, printer: Printer) -> R
         Some(id) => settings::release_id(id)?,
         None => rollback_target(&deploy)?,
     };
-    let activation = activate(&deploy, &release, EventKind::RolledBack, guard.mode())?;
+    let assets = settings::asset_options(&config);
+    let activation = activate(
+        &deploy,
+        &release,
+        EventKind::RolledBack,
+        guard.mode(),
+        &assets,
+    )?;
     let refreshed =
         super::switch::refresh_after(plan.as_ref(), &deploy, guard.mode(), &activation)?;
     super::switch::report(

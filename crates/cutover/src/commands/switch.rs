@@ -15,7 +15,14 @@ pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let release = settings::release_id(&args.release)?;
     let plan = refresh::plan(&config, &deploy)?;
     let guard = settings::guard(&deploy, &args.change)?;
-    let activation = activate(&deploy, &release, EventKind::Switched, guard.mode())?;
+    let assets = settings::asset_options(&config);
+    let activation = activate(
+        &deploy,
+        &release,
+        EventKind::Switched,
+        guard.mode(),
+        &assets,
+    )?;
     let refreshed = refresh_after(plan.as_ref(), &deploy, guard.mode(), &activation)?;
     report(
         &activation,
