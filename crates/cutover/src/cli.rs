@@ -88,6 +88,12 @@ pub struct VerifyArgs {
     /// the page; default: the two release ids as words. A page naming both is mixed.
     #[arg(long, value_name = "REGEX")]
     pub release_marker: Option<String>,
+    /// After each page, fetch on the same connection what a browser would fetch at once:
+    /// `<link href>` (stylesheet, icon, preload), `<script src>`, `<img src>`, same origin
+    /// only, at most 16 per page. Any asset not answered 2xx fails the run: a page rendered
+    /// by one release asking the other for its files.
+    #[arg(long)]
+    pub assets: bool,
     /// Load before the first switch, for the steady-state latency.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
     pub baseline: Duration,

@@ -4,6 +4,7 @@
 mod common;
 
 mod test_apache;
+mod test_assets;
 mod test_cli;
 mod test_cli_errors;
 mod test_cli_hooks;
@@ -19,3 +20,4 @@ mod test_php;
 mod test_refresh;
 mod test_switch_atomicity;
 mod test_verify;
+mod test_verify_assets;
