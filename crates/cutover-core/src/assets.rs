@@ -134,14 +134,14 @@ pub fn is_static(rel: &Path) -> bool {
         .any(|ext| SCRIPTS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
-/// Whether a file name carries a content hash (`app.3f9a1c2b.css`, `app-BQ7dX2kP.js`): a
-/// segment of 8 or more letters and digits with at least one digit, after the first.
+/// Whether a file name carries a content hash (`app.3f9a1c.css`, `app-BQ7dX2kP.js`): a
+/// segment of 6 or more letters and digits with at least one digit, after the first.
 pub fn looks_hashed(rel: &Path) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
     name.split(['.', '-', '_']).skip(1).any(|part| {
-        part.len() >= 8
+        part.len() >= 6
             && part.chars().all(|c| c.is_ascii_alphanumeric())
             && part.chars().any(|c| c.is_ascii_digit())
     })
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn hashed_names_are_recognised() {
-        for path in ["app.3f9a1c2b.css", "app-BQ7dX2kP.js", "chunk.0a1b2c3d4e.js"] {
+        for path in ["app.3f9a1c2b.css", "app-BQ7dX2kP.js", "chunk.0a1b2c3d4e.js", "app.3f9a1c.js"] {
             assert!(looks_hashed(Path::new(path)), "{path}");
         }
         for path in [

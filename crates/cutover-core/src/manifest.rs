@@ -524,6 +524,13 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
     }
 }
 
+/// The digest of a stored manifest without parsing it: the file holds exactly the
+/// canonical JSON the digest is taken over.
+pub fn stored_digest(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(blake3::hash(&bytes).to_hex().to_string())
+}
+
 /// Where a host keeps the manifest of each release it staged.
 pub fn stored_path(state_dir: &Path, release: &str) -> PathBuf {
     state_dir.join("manifests").join(format!("{release}.json"))

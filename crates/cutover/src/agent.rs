@@ -115,9 +115,8 @@ impl Session {
                 let current = deploy.current_release()?;
                 let releases = deploy.releases()?;
                 let base = current.clone().or_else(|| releases.last().cloned());
-                let manifest_digest = base
-                    .and_then(|id| Manifest::load(&deploy.manifest_file(&id)).ok().flatten())
-                    .map(|m| m.digest());
+                let manifest_digest =
+                    base.and_then(|id| manifest::stored_digest(&deploy.manifest_file(&id)));
                 self.deploy = Some(deploy);
                 Ok(Reply::Opened {
                     current,
@@ -229,13 +228,13 @@ impl Session {
         let started = Instant::now();
         let (deploy, mode) = self.changing()?;
         let (release, previous) = deploy::begin(deploy, request.release.clone(), mode)?;
+        let previous_manifest = previous
+            .as_ref()
+            .and_then(|id| Manifest::load(&deploy.manifest_file(id)).ok().flatten());
         let manifest = match request.manifest {
             ManifestPayload::Full(manifest) => manifest,
             ManifestPayload::Delta(delta) => {
-                let base = previous
-                    .as_ref()
-                    .and_then(|id| Manifest::load(&deploy.manifest_file(id)).ok().flatten())
-                    .ok_or_else(|| {
+                let base = previous_manifest.as_ref().ok_or_else(|| {
                         CommandError::from(cutover_core::Error::BadManifest(
                             "a delta arrived but this host has no manifest to apply it to".into(),
                         ))
@@ -254,9 +253,6 @@ impl Session {
         };
         deploy::check_shared(deploy, &opts)?;
         let previous_dir = previous.as_ref().map(|id| deploy.release(id));
-        let previous_manifest = previous
-            .as_ref()
-            .and_then(|id| Manifest::load(&deploy.manifest_file(id)).ok().flatten());
         let plan = manifest::plan(
             &manifest,
             previous_dir.as_deref(),

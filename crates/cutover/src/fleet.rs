@@ -207,13 +207,24 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
             manifest.entries.len()
         ),
     );
+    // One delta per manifest the hosts have (usually one for all), not one per host.
+    let mut deltas: std::collections::HashMap<String, ManifestPayload> =
+        std::collections::HashMap::new();
+    for digest in sessions.iter().filter_map(|s| s.digest.clone()) {
+        if deltas.contains_key(&digest) {
+            continue;
+        }
+        if let Some(base) = cache.load(&digest) {
+            deltas.insert(digest, ManifestPayload::Delta(manifest.delta_from(&base)));
+        }
+    }
     pool.install(|| {
         sessions.par_iter_mut().for_each(|s| {
-            let base = s.digest.as_deref().and_then(|d| cache.load(d));
+            let delta = s.digest.as_ref().and_then(|d| deltas.get(d));
             let request = StageRequest {
                 release: Some(release.clone()),
-                manifest: match &base {
-                    Some(base) => ManifestPayload::Delta(manifest.delta_from(base)),
+                manifest: match delta {
+                    Some(delta) => delta.clone(),
                     None => ManifestPayload::Full(manifest.clone()),
                 },
                 shared_dirs: opts.shared_dirs.clone(),
