@@ -337,7 +337,12 @@ mod tests {
 
     #[test]
     fn hashed_names_are_recognised() {
-        for path in ["app.3f9a1c2b.css", "app-BQ7dX2kP.js", "chunk.0a1b2c3d4e.js", "app.3f9a1c.js"] {
+        for path in [
+            "app.3f9a1c2b.css",
+            "app-BQ7dX2kP.js",
+            "chunk.0a1b2c3d4e.js",
+            "app.3f9a1c.js",
+        ] {
             assert!(looks_hashed(Path::new(path)), "{path}");
         }
         for path in [

@@ -235,10 +235,10 @@ impl Session {
             ManifestPayload::Full(manifest) => manifest,
             ManifestPayload::Delta(delta) => {
                 let base = previous_manifest.as_ref().ok_or_else(|| {
-                        CommandError::from(cutover_core::Error::BadManifest(
-                            "a delta arrived but this host has no manifest to apply it to".into(),
-                        ))
-                    })?;
+                    CommandError::from(cutover_core::Error::BadManifest(
+                        "a delta arrived but this host has no manifest to apply it to".into(),
+                    ))
+                })?;
                 base.apply(&delta)?
             }
         };
