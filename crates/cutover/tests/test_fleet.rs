@@ -67,6 +67,12 @@ impl Fleet {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Deploys with `config` and returns the new release's id.
+    fn deploy_release(&self, config: &str) -> String {
+        let json = self.deploy_json(config, &[]);
+        json["release"].as_str().unwrap().to_string()
+    }
+
     fn current(&self, host: &str) -> Option<String> {
         let link = std::fs::read_link(self.host_path(host).join("current")).ok()?;
         Some(link.file_name()?.to_string_lossy().into_owned())
@@ -229,10 +235,7 @@ fn one_host_failing_to_stage_leaves_every_host_on_the_old_release() {
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 20);
     let good = fleet.config("good.toml", "");
-    let v1 = fleet.deploy_json(&good, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&good);
 
     write_app(&fleet.sb, "v2", 20);
     let web2 = fleet.host_path("web2").display().to_string();
@@ -260,10 +263,7 @@ fn one_host_failing_to_stage_leaves_every_host_on_the_old_release() {
         assert!(fleet.debris(host).is_empty(), "{host}");
     }
     // Locks were released and nothing is in the way of the next deploy.
-    let v2 = fleet.deploy_json(&good, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = fleet.deploy_release(&good);
     fleet.assert_all_on(&v2);
 }
 
@@ -272,10 +272,7 @@ fn a_failing_health_check_on_one_host_rolls_every_host_back() {
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);
     let good = fleet.config("good.toml", "");
-    let v1 = fleet.deploy_json(&good, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&good);
 
     // Nothing listens on port 9 of loopback: web3's check can never pass.
     let broken = fleet.config(
@@ -313,10 +310,7 @@ fn an_unreachable_host_or_a_held_lock_changes_nothing_anywhere() {
     let mut fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);
     let config = fleet.config("fleet.toml", "");
-    let v1 = fleet.deploy_json(&config, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&config);
 
     // web2's lock is held by another process.
     let lock = fleet.host_path("web2").join(".cutover/lock");
@@ -394,10 +388,7 @@ fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);
     let config = fleet.config("fleet.toml", "");
-    let v1 = fleet.deploy_json(&config, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&config);
 
     // 48 MiB of new bytes per host: long enough to cut in the middle.
     for i in 0..12u64 {
@@ -455,10 +446,7 @@ fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases
     }
 
     // The next deploy works everywhere.
-    let v2 = fleet.deploy_json(&config, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = fleet.deploy_release(&config);
     fleet.assert_all_on(&v2);
     for host in HOSTS {
         let big = fleet.host_path(host).join("current/big11.bin");
@@ -471,10 +459,7 @@ fn a_deploy_killed_between_switch_and_commit_leaves_every_host_on_the_old_releas
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);
     let good = fleet.config("good.toml", "");
-    let v1 = fleet.deploy_json(&good, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&good);
     // web3's refresh takes 3 s: web1 and web2 have switched and wait for the commit.
     let slow = fleet.config(
         "slow.toml",
@@ -553,10 +538,7 @@ fn hostile_agent_replies_are_refused_before_anything_is_acted_on() {
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);
     let config = fleet.config("fleet.toml", "");
-    let v1 = fleet.deploy_json(&config, &[])["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = fleet.deploy_release(&config);
     write_app(&fleet.sb, "v2", 5);
     let secret = fleet.sb.path().join("secret");
     std::fs::write(&secret, "not for the host").unwrap();
