@@ -13,7 +13,7 @@
 //! (`.htaccess` and `.user.ini` configure the server and PHP). A script removed from the
 //! app stops being served at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -107,8 +107,15 @@ fn store_record(deploy: &DeployPath, id: &ReleaseId, record: &Record) -> Result<
         std::fs::create_dir_all(dir).ctx("create", dir)?;
     }
     let temp = path.with_extension("tmp");
-    std::fs::write(&temp, serde_json::to_vec(record).unwrap_or_default()).ctx("write", &temp)?;
-    std::fs::rename(&temp, &path).ctx("write", &path)
+    let mut file = std::fs::File::create(&temp).ctx("create", &temp)?;
+    std::io::Write::write_all(&mut file, &serde_json::to_vec(record).unwrap_or_default())
+        .ctx("write", &temp)?;
+    file.sync_all().ctx("fsync", &temp)?;
+    std::fs::rename(&temp, &path).ctx("write", &path)?;
+    if let Some(dir) = path.parent() {
+        crate::switch::fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Forgets what was carried into a release that is being removed.
@@ -204,26 +211,36 @@ pub fn carry_into(
         return Ok(report);
     }
     let mut record = load_record(deploy, target);
-    let mut taken: HashSet<PathBuf> = HashSet::new();
+    // What the target has under the asset dirs, listed once: most candidates are there
+    // already and then cost no system call.
+    let mut present = entries_under(target_dir, &opts.dirs)?;
+    let mut parents: HashMap<PathBuf, bool> = HashMap::new();
     for source in sources.iter().filter(|s| *s != target) {
         let source_dir = deploy.release(source);
         if !source_dir.is_dir() {
             continue;
         }
         for rel in own_files(deploy, source, &opts.dirs)? {
-            if taken.contains(&rel) || !parents_are_dirs(target_dir, &rel)? {
+            if present.contains(&rel) {
                 continue;
             }
-            let dest = target_dir.join(&rel);
-            match std::fs::symlink_metadata(&dest) {
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(crate::Error::io("stat", dest, e)),
+            let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+            let usable = match parents.get(&parent) {
+                Some(usable) => *usable,
+                None => {
+                    let usable = parents_are_dirs(target_dir, &rel)?;
+                    if usable {
+                        let dir = target_dir.join(&parent);
+                        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+                    }
+                    parents.insert(parent.clone(), usable);
+                    usable
+                }
+            };
+            if !usable {
+                continue;
             }
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).ctx("create", parent)?;
-            }
-            let from = source_dir.join(&rel);
+            let (from, dest) = (source_dir.join(&rel), target_dir.join(&rel));
             if std::fs::hard_link(&from, &dest).is_err() {
                 let meta = std::fs::metadata(&from).ctx("stat", &from)?;
                 crate::stage::copy_file(&from, &meta, &dest)?;
@@ -231,14 +248,51 @@ pub fn carry_into(
             record
                 .carried
                 .insert(rel.to_string_lossy().into_owned(), source.clone());
-            taken.insert(rel);
+            present.insert(rel);
             report.carried += 1;
         }
     }
     if report.carried > 0 {
+        // The new names must be on disk before `current` can point at them, and the
+        // record with them: a lost record would make carried files look like own ones.
+        for (parent, usable) in &parents {
+            if *usable {
+                crate::switch::fsync_dir(&target_dir.join(parent))?;
+            }
+        }
         store_record(deploy, target, &record)?;
     }
     Ok(report)
+}
+
+/// Every entry (of any kind) under the asset dirs of `root`, relative to it; links to
+/// directories are not followed.
+fn entries_under(root: &Path, dirs: &[String]) -> Result<HashSet<PathBuf>> {
+    let mut seen = HashSet::new();
+    for dir in dirs {
+        let mut stack = vec![PathBuf::from(dir.trim_matches('/'))];
+        while let Some(dir_rel) = stack.pop() {
+            let path = root.join(&dir_rel);
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // The asset dir is a file in this release.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                    continue
+                }
+                Err(e) => return Err(crate::Error::io("list", path, e)),
+            };
+            for entry in entries {
+                let entry = entry.ctx("list", &path)?;
+                let child = dir_rel.join(entry.file_name());
+                if entry.file_type().ctx("stat", &entry.path())?.is_dir() {
+                    stack.push(child.clone());
+                }
+                seen.insert(child);
+            }
+        }
+    }
+    Ok(seen)
 }
 
 /// False when a component of `rel`'s parent inside `root` is a link or a file: a carried
