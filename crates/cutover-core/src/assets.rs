@@ -110,12 +110,10 @@ fn store_record(deploy: &DeployPath, id: &ReleaseId, record: &Record) -> Result<
     let mut file = std::fs::File::create(&temp).ctx("create", &temp)?;
     std::io::Write::write_all(&mut file, &serde_json::to_vec(record).unwrap_or_default())
         .ctx("write", &temp)?;
-    file.sync_all().ctx("fsync", &temp)?;
-    std::fs::rename(&temp, &path).ctx("write", &path)?;
-    if let Some(dir) = path.parent() {
-        crate::switch::fsync_dir(dir)?;
-    }
-    Ok(())
+    // The bytes before the name: a record lost or empty after a crash would make carried
+    // files look like the release's own, carried on forever.
+    file.sync_data().ctx("fsync", &temp)?;
+    std::fs::rename(&temp, &path).ctx("write", &path)
 }
 
 /// Forgets what was carried into a release that is being removed.
@@ -253,13 +251,8 @@ pub fn carry_into(
         }
     }
     if report.carried > 0 {
-        // The new names must be on disk before `current` can point at them, and the
-        // record with them: a lost record would make carried files look like own ones.
-        for (parent, usable) in &parents {
-            if *usable {
-                crate::switch::fsync_dir(&target_dir.join(parent))?;
-            }
-        }
+        // The new links need no fsync of their own: like the rest of a staged tree they
+        // are journaled before the later rename of `current` (see stage::flush).
         store_record(deploy, target, &record)?;
     }
     Ok(report)
