@@ -303,7 +303,7 @@ pub fn plan(
     previous_manifest: Option<&Manifest>,
 ) -> Result<Plan> {
     let mut plan = Plan::default();
-    let mut have: HashMap<(String, u32), PathBuf> = HashMap::new();
+    let mut have: HashMap<(&str, u32), PathBuf> = HashMap::new();
     if let (Some(dir), Some(old)) = (previous, previous_manifest) {
         for entry in &old.entries {
             let EntryKind::File {
@@ -323,7 +323,7 @@ pub fn plan(
                 && meta.mtime() * 1_000_000_000 + meta.mtime_nsec() == *mtime_ns
                 && meta.mode() & 0o7777 == entry.mode;
             if still {
-                have.insert((hash.clone(), entry.mode), path);
+                have.insert((hash.as_str(), entry.mode), path);
             }
         }
     }
@@ -331,7 +331,7 @@ pub fn plan(
         let EntryKind::File { size, hash, .. } = &entry.kind else {
             continue;
         };
-        if let Some(path) = have.get(&(hash.clone(), entry.mode)) {
+        if let Some(path) = have.get(&(hash.as_str(), entry.mode)) {
             plan.reuse.insert(index, path.clone());
             continue;
         }

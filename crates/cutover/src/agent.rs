@@ -180,25 +180,9 @@ impl Session {
                     warnings: activation.warnings,
                 })
             }
-            Request::Refresh(refresh) => {
-                let deploy = self.deploy()?;
-                let config = Config {
-                    php: refresh.php,
-                    refresh: refresh.refresh,
-                    health: refresh.health,
-                    ..Config::default()
-                };
-                let report = match crate::refresh::plan(&config, deploy)? {
-                    Some(plan) => serde_json::to_value(crate::refresh::check(
-                        &plan,
-                        deploy,
-                        &refresh.release,
-                    )?)
-                    .unwrap_or_default(),
-                    None => serde_json::Value::Null,
-                };
-                Ok(Reply::Refreshed { report })
-            }
+            Request::Refresh(refresh) => Ok(Reply::Refreshed {
+                report: refresh_for(self.deploy()?, *refresh)?,
+            }),
             Request::Commit => {
                 self.revert = None;
                 Ok(Reply::Committed)
@@ -330,15 +314,7 @@ impl Session {
             )
             .is_ok()
             {
-                let config = Config {
-                    php: revert.php,
-                    refresh: revert.refresh,
-                    health: revert.health,
-                    ..Config::default()
-                };
-                if let Ok(Some(plan)) = crate::refresh::plan(&config, deploy) {
-                    let _ = crate::refresh::check(&plan, deploy, &revert.release);
-                }
+                let _ = refresh_for(deploy, revert);
             }
         }
         if let (Some(deploy), Some(lock)) = (&self.deploy, &self.lock) {
@@ -347,6 +323,24 @@ impl Session {
             }
         }
     }
+}
+
+/// Runs the host's refresh steps and health check for `request.release` (now current);
+/// `null` when the host has nothing configured.
+fn refresh_for(deploy: &DeployPath, request: RefreshRequest) -> Result<serde_json::Value> {
+    let config = Config {
+        php: request.php,
+        refresh: request.refresh,
+        health: request.health,
+        ..Config::default()
+    };
+    Ok(match crate::refresh::plan(&config, deploy)? {
+        Some(plan) => {
+            let report = crate::refresh::check(&plan, deploy, &request.release)?;
+            serde_json::to_value(report).unwrap_or_default()
+        }
+        None => serde_json::Value::Null,
+    })
 }
 
 fn not_open() -> Handled {

@@ -170,7 +170,7 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
     let pool = thread_pool(args.parallel)?;
     let started = Instant::now();
     let mut sessions = open_all(config, &args.target, &pool, Some(&args.change), printer)?;
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(&sessions) {
         return finish_failed(
             sessions,
             printer,
@@ -190,12 +190,18 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
         .as_ref()
         .map_or(source_dir.as_path(), |d| d.path());
     let excludes = deploy::source_excludes(&opts);
+    // The manifests the hosts have, each read from the cache once: the first one also
+    // spares hashing files whose size and mtime did not change.
     let cache = ManifestCache::new();
-    let known = sessions
-        .iter()
-        .filter_map(|s| s.digest.as_deref())
-        .find_map(|d| cache.load(d));
-    let manifest = manifest::scan(tree, &excludes, known.as_ref())?;
+    let mut bases: std::collections::HashMap<String, Manifest> = std::collections::HashMap::new();
+    for digest in sessions.iter().filter_map(|s| s.digest.clone()) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = bases.entry(digest) {
+            if let Some(base) = cache.load(slot.key()) {
+                slot.insert(base);
+            }
+        }
+    }
+    let manifest = manifest::scan(tree, &excludes, bases.values().next())?;
 
     // 3. Stage everywhere.
     phase(
@@ -208,16 +214,10 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
         ),
     );
     // One delta per manifest the hosts have (usually one for all), not one per host.
-    let mut deltas: std::collections::HashMap<String, ManifestPayload> =
-        std::collections::HashMap::new();
-    for digest in sessions.iter().filter_map(|s| s.digest.clone()) {
-        if deltas.contains_key(&digest) {
-            continue;
-        }
-        if let Some(base) = cache.load(&digest) {
-            deltas.insert(digest, ManifestPayload::Delta(manifest.delta_from(&base)));
-        }
-    }
+    let deltas: std::collections::HashMap<&String, ManifestPayload> = bases
+        .iter()
+        .map(|(digest, base)| (digest, ManifestPayload::Delta(manifest.delta_from(base))))
+        .collect();
     pool.install(|| {
         sessions.par_iter_mut().for_each(|s| {
             let delta = s.digest.as_ref().and_then(|d| deltas.get(d));
@@ -239,7 +239,7 @@ pub fn deploy(args: &DeployArgs, config: &Config, printer: Printer) -> Result<()
             }
         })
     });
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(&sessions) {
         abort_all(&mut sessions, &release);
         return finish_failed(
             sessions,
@@ -406,7 +406,7 @@ pub fn switch(
     refuse_dry_run(change)?;
     let pool = thread_pool(None)?;
     let mut sessions = open_all(config, target, &pool, Some(change), printer)?;
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(&sessions) {
         return finish_failed(
             sessions,
             printer,
@@ -418,15 +418,11 @@ pub fn switch(
         None => common_rollback_target(&sessions)?,
     };
     for s in &mut sessions {
-        if !s.releases.contains(&release) {
-            let error = CommandError::usage(
-                format!("{}: no release `{release}`", s.host.target.name),
-                "`cutover releases` lists the releases of every host",
-            );
+        if let Err(error) = require_release(s, &release) {
             s.fail(&error);
         }
     }
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(&sessions) {
         return finish_failed(
             sessions,
             printer,
@@ -484,17 +480,17 @@ fn switch_everywhere(
         })
     });
     let renamed = Instant::now();
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(sessions) {
         roll_back_all(sessions, pool);
         return Err("the switch failed on a host; every host that switched was switched back");
     }
     refresh_all(sessions, pool, release, done);
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(sessions) {
         roll_back_all(sessions, pool);
         return Err("the refresh or health check failed on a host; every host was switched back to its previous release");
     }
     commit_all(sessions);
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(sessions) {
         roll_back_all(sessions, pool);
         return Err("a host was lost before the commit and went back by itself; every host was switched back");
     }
@@ -533,7 +529,7 @@ impl Fleet {
             wait_lock: None,
         };
         let sessions = open_all(config, target, &pool, Some(&change), printer)?;
-        if sessions.iter().any(|s| s.report.status == "failed") {
+        if any_failed(&sessions) {
             return Err(quiet_failure(
                 sessions,
                 "could not open a session on every host",
@@ -544,13 +540,9 @@ impl Fleet {
 
     /// Every host must have the release.
     pub fn require(&self, release: &ReleaseId) -> Result<()> {
-        match self.sessions.iter().find(|s| !s.releases.contains(release)) {
-            Some(s) => Err(CommandError::usage(
-                format!("{}: no release `{release}`", s.host.target.name),
-                "`cutover releases` lists the releases of every host",
-            )),
-            None => Ok(()),
-        }
+        self.sessions
+            .iter()
+            .try_for_each(|s| require_release(s, release))
     }
 
     /// Returns when every host has renamed, refreshed and passed its check; the instant is
@@ -587,6 +579,20 @@ fn quiet_failure(sessions: Vec<Session>, summary: &str) -> CommandError {
         close(s);
     }
     error
+}
+
+fn require_release(s: &Session, release: &ReleaseId) -> Result<()> {
+    if s.releases.contains(release) {
+        return Ok(());
+    }
+    Err(CommandError::usage(
+        format!("{}: no release `{release}`", s.host.target.name),
+        "`cutover releases` lists the releases of every host",
+    ))
+}
+
+fn any_failed(sessions: &[Session]) -> bool {
+    sessions.iter().any(|s| s.report.status == "failed")
 }
 
 /// The release before current, which must be the same on every host.
@@ -664,7 +670,7 @@ pub fn cleanup(
             .unwrap_or_default();
         removed.push((s.host.target.name.clone(), ids));
     }
-    if sessions.iter().any(|s| s.report.status == "failed") {
+    if any_failed(&sessions) {
         return finish_failed(sessions, printer, "cleanup failed on a host");
     }
     sessions.into_iter().for_each(|s| {
