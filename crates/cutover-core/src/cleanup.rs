@@ -8,7 +8,7 @@ use crate::layout::DeployPath;
 use crate::release::ReleaseId;
 use crate::Mode;
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CleanupReport {
     pub removed: Vec<ReleaseId>,
     pub kept: Vec<ReleaseId>,

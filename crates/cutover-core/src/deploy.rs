@@ -1,7 +1,8 @@
-//! One deploy: stage a source directory as a new release, switch to it, clean up.
+//! The steps of staging one release on one deploy path: name it, fill it (from a local
+//! directory or a received manifest), run its commands, move it into `releases/`. The
+//! order of the whole deploy (switch, refresh, commit, cleanup) is the pipeline's.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::assets::CarryReport;
 use crate::error::{Error, IoContext, Result};
@@ -47,108 +48,6 @@ impl DeployOptions {
             assets: crate::assets::AssetOptions::default(),
         }
     }
-}
-
-/// What happened, for the human and JSON output.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeployReport {
-    pub release: ReleaseId,
-    pub previous: Option<ReleaseId>,
-    pub deploy_path: PathBuf,
-    pub source: Source,
-    pub files: StageStats,
-    pub assets: CarryReport,
-    pub removed: Vec<ReleaseId>,
-    pub dry_run: bool,
-    pub stage_ms: u64,
-    pub switch_ms: u64,
-    /// What went wrong after the switch, which stands.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// Stages and switches. On any failure before the switch, the staging directory is
-/// removed and `current` is exactly as it was.
-pub fn deploy(
-    deploy: &DeployPath,
-    opts: &DeployOptions,
-    mode: Mode<'_>,
-    observer: &dyn Observer,
-) -> Result<DeployReport> {
-    let source_dir = resolve_source(&opts.source)?;
-    let excludes = excludes_for(deploy, &source_dir, opts)?;
-    let started = Instant::now();
-    let mut source = crate::command::git_source(&source_dir);
-    source.path = source_dir.display().to_string();
-
-    let (release, previous) = begin(deploy, opts.release.clone(), mode)?;
-    let previous_dir = previous.as_ref().map(|id| deploy.release(id));
-    let mut report = DeployReport {
-        release: release.clone(),
-        previous: previous.clone(),
-        deploy_path: deploy.root().to_path_buf(),
-        source,
-        files: StageStats::default(),
-        assets: CarryReport::default(),
-        removed: Vec::new(),
-        dry_run: mode.is_dry_run(),
-        stage_ms: 0,
-        switch_ms: 0,
-        warnings: Vec::new(),
-    };
-    if mode.is_dry_run() {
-        report.files = stage::populate(
-            &Populate {
-                source: &source_dir,
-                dest: deploy.root(),
-                previous: previous_dir.as_deref(),
-                excludes: &excludes,
-                dry_run: true,
-            },
-            observer,
-        )?
-        .stats;
-        let mut after = deploy.releases()?;
-        after.push(release.clone());
-        report.removed = crate::cleanup::removable(
-            &after,
-            opts.keep_releases,
-            Some(&release),
-            previous.as_ref(),
-        );
-        return Ok(report);
-    }
-
-    check_shared(deploy, opts)?;
-    let job = StageJob {
-        release: &release,
-        previous: previous.as_ref(),
-        opts,
-        source: &report.source,
-    };
-    let mut fill = SourceFill {
-        source: &source_dir,
-        excludes: &excludes,
-    };
-    (report.files, report.assets) =
-        stage_and_commit(deploy, &job, previous_dir.as_deref(), &mut fill, observer)?;
-    report.stage_ms = started.elapsed().as_millis() as u64;
-
-    let switching = Instant::now();
-    // Staging carried the assets already.
-    let none = crate::assets::AssetOptions::none();
-    let activation = crate::activate::activate(deploy, &release, EventKind::Switched, mode, &none)?;
-    report.warnings = activation.warnings;
-    crate::capistrano::log_deploy(deploy, &release, &report.source);
-    report.switch_ms = switching.elapsed().as_millis() as u64;
-
-    match crate::cleanup::cleanup(deploy, opts.keep_releases, mode) {
-        Ok(cleanup) => report.removed = cleanup.removed,
-        Err(e) => report
-            .warnings
-            .push(format!("deployed, but old releases were not removed: {e}")),
-    }
-    Ok(report)
 }
 
 /// Clears what an interrupted run left, and names the new release and the one it follows
@@ -379,8 +278,10 @@ pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>)
     Ok(())
 }
 
-fn excludes_for(deploy: &DeployPath, source_dir: &Path, opts: &DeployOptions) -> Result<Excludes> {
-    let mut excludes = source_excludes(opts);
+/// `base` (see `source_excludes`), and the deploy path itself when it lies inside the
+/// source.
+pub fn excludes_for(deploy: &DeployPath, source_dir: &Path, base: &Excludes) -> Result<Excludes> {
+    let mut excludes = base.clone();
     // `cutover deploy . --to ./deploy` must not copy the deploy path into itself.
     let root = existing_ancestor_canonical(deploy.root());
     if let Ok(rel) = root.strip_prefix(source_dir) {

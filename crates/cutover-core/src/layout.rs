@@ -18,7 +18,7 @@ pub const SHARED: &str = "shared";
 pub const STATE: &str = ".cutover";
 
 /// Which tool laid out a deploy path, so `releases` can say what it adopted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
     Cutover,

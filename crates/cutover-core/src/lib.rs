@@ -3,7 +3,7 @@
 
 pub mod activate;
 pub mod assets;
-mod capistrano;
+pub mod capistrano;
 pub mod cleanup;
 pub mod command;
 pub mod deploy;
@@ -11,6 +11,7 @@ pub mod error;
 pub mod history;
 mod identity;
 pub mod layout;
+pub mod listing;
 pub mod lock;
 pub mod manifest;
 pub mod release;

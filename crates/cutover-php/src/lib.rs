@@ -137,7 +137,7 @@ struct ResetReply {
 }
 
 /// What `reset` did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResetReport {
     /// The worker that took the reset.
     pub pid: u32,

@@ -21,17 +21,21 @@ pub use content::{ContentReader, ContentWriter};
 pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, Kind, Limits, DATA_CHUNK};
 
-use cutover_config::{HealthSettings, PhpSettings, RefreshSettings};
 use cutover_core::assets::{AssetOptions, CarryReport};
+use cutover_core::cleanup::CleanupReport;
 use cutover_core::history::Source;
+use cutover_core::listing::ReleaseList;
 use cutover_core::manifest::{Delta, Manifest};
 use cutover_core::stage::StageStats;
 use cutover_core::ReleaseId;
+use cutover_php::{PoolStatus, ResetReport};
+use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec};
 
 /// Bumped on any incompatible change. The agent binary is named after the deploying
 /// binary's hash, so both ends normally run the same build; the check catches the rest.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
+/// One operation of the `Host` seam each; every request gets exactly one reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -39,50 +43,83 @@ pub enum Request {
         protocol: u32,
         version: String,
     },
-    /// With `lock`, takes the deploy lock for the rest of the session (creating the
-    /// layout); without, the deploy path must exist and is only read.
-    Open {
-        path: PathBuf,
-        lock: bool,
-        wait_lock_ms: Option<u64>,
-    },
-    /// Runs a read-only cutover command on the host (`releases`, `php status|reset`) and
-    /// returns what it printed: the host's answer is exactly the local command's.
-    Run {
-        args: Vec<String>,
-    },
-    /// Answered by `Need`, then the content stream, then `Staged`.
+    Open(OpenRequest),
+    /// Answered by `Need`, then the content stream, then `Staged`; with `dry_run`, by
+    /// `Staged` alone.
     Stage(Box<StageRequest>),
-    /// With `revert`, the switch is tentative: if the session ends before `Commit`, the
-    /// agent switches back to `revert.release` and refreshes for it.
-    Switch {
+    Switch(SwitchRequest),
+    /// The host's refresh steps and health check for `release`, now current.
+    Refresh {
         release: ReleaseId,
-        rollback: bool,
-        revert: Option<Box<RefreshRequest>>,
-        /// The release being left keeps its assets reachable in this one.
-        assets: AssetOptions,
     },
+    /// Makes a tentative switch final.
     Commit,
-    Refresh(Box<RefreshRequest>),
     /// Removes a release this session staged that is not current.
     Abort {
         release: ReleaseId,
     },
     Cleanup {
         keep: usize,
+        dry_run: bool,
     },
+    Releases,
+    PhpStatus(PoolSpec),
+    PhpReset {
+        pool: PoolSpec,
+        wait_ms: u64,
+    },
+}
+
+/// How a session uses the deploy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Only reads; the path must exist.
+    Read,
+    /// Reads what a change would do, creating nothing and taking no lock.
+    DryRun,
+    /// Takes the deploy lock for the rest of the session; with `create`, a missing
+    /// deploy path is created (a first deploy), else it must exist.
+    Lock { wait_ms: Option<u64>, create: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenRequest {
+    pub path: PathBuf,
+    pub access: Access,
+    /// What this host does after each switch; prepared (and refused) at open, before
+    /// anything is staged or switched.
+    pub refresh: RefreshSpec,
+    /// Static files of releases being left stay reachable in the next ones.
+    pub assets: AssetOptions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Opened {
+    pub current: Option<ReleaseId>,
+    /// Complete releases, oldest first.
+    pub releases: Vec<ReleaseId>,
+    /// Digest of the stored manifest of the release a new one would follow.
+    pub manifest_digest: Option<String>,
+}
+
+/// What a release needs besides its files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub shared_dirs: Vec<String>,
+    pub shared_files: Vec<String>,
+    pub build: Vec<String>,
+    pub before_switch: Vec<String>,
+    pub release_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
-    pub release: Option<ReleaseId>,
+    pub release: ReleaseId,
     pub manifest: ManifestPayload,
-    pub shared_dirs: Vec<String>,
-    pub shared_files: Vec<String>,
-    pub before_switch: Vec<String>,
-    pub release_file: String,
-    pub assets: AssetOptions,
+    pub spec: StageSpec,
     pub source: Source,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,12 +130,38 @@ pub enum ManifestPayload {
     Delta(Delta),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefreshRequest {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Staged {
     pub release: ReleaseId,
-    pub refresh: RefreshSettings,
-    pub php: PhpSettings,
-    pub health: HealthSettings,
+    pub previous: Option<ReleaseId>,
+    pub stats: StageStats,
+    pub assets: CarryReport,
+    pub stage_ms: u64,
+    /// Files whose bytes crossed the connection (0 on the deploying machine itself).
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub release: ReleaseId,
+    /// Recorded as a rollback rather than a switch.
+    pub rollback: bool,
+    /// Until `Commit`: if the session ends first, the host switches back to the release
+    /// it had and refreshes for it.
+    pub tentative: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Switched {
+    pub release: ReleaseId,
+    pub previous: Option<ReleaseId>,
+    /// Wall clock of the rename on the host, microseconds since the epoch.
+    pub at_us: u64,
+    /// Nothing was done: the release was already current, or this was a dry run.
+    pub unchanged: bool,
+    pub assets_carried: u64,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,45 +173,25 @@ pub enum Reply {
         pid: u32,
         hostname: String,
     },
-    Opened {
-        current: Option<ReleaseId>,
-        releases: Vec<ReleaseId>,
-        /// Digest of the stored manifest of the release a new one would follow.
-        manifest_digest: Option<String>,
-    },
+    Opened(Opened),
     Need {
         release: ReleaseId,
         previous: Option<ReleaseId>,
         /// Manifest indexes whose bytes the host wants, ascending.
         need: Vec<u32>,
     },
-    Staged {
-        release: ReleaseId,
-        stats: StageStats,
-        assets: CarryReport,
-        stage_ms: u64,
-    },
-    Switched {
-        release: ReleaseId,
-        previous: Option<ReleaseId>,
-        /// Wall clock of the rename on the host, microseconds since the epoch.
-        at_us: u64,
-        unchanged: bool,
-        warnings: Vec<String>,
-    },
+    Staged(Staged),
+    Switched(Switched),
+    /// `None` when the host has nothing to do after a switch.
     Refreshed {
-        report: serde_json::Value,
+        report: Option<RefreshReport>,
     },
-    Aborted,
     Committed,
-    Ran {
-        exit_code: i32,
-        stdout: String,
-        stderr: String,
-    },
-    CleanedUp {
-        removed: Vec<ReleaseId>,
-    },
+    Aborted,
+    CleanedUp(CleanupReport),
+    Releases(ReleaseList),
+    PhpStatus(PoolStatus),
+    PhpReset(ResetReport),
     Failed(Failure),
 }
 
@@ -167,15 +210,17 @@ impl Reply {
     pub fn name(&self) -> &'static str {
         match self {
             Reply::Hello { .. } => "hello",
-            Reply::Opened { .. } => "opened",
+            Reply::Opened(_) => "opened",
             Reply::Need { .. } => "need",
-            Reply::Staged { .. } => "staged",
-            Reply::Switched { .. } => "switched",
+            Reply::Staged(_) => "staged",
+            Reply::Switched(_) => "switched",
             Reply::Refreshed { .. } => "refreshed",
-            Reply::Aborted => "aborted",
             Reply::Committed => "committed",
-            Reply::Ran { .. } => "ran",
-            Reply::CleanedUp { .. } => "cleaned_up",
+            Reply::Aborted => "aborted",
+            Reply::CleanedUp(_) => "cleaned_up",
+            Reply::Releases(_) => "releases",
+            Reply::PhpStatus(_) => "php_status",
+            Reply::PhpReset(_) => "php_reset",
             Reply::Failed(_) => "failed",
         }
     }
@@ -220,21 +265,21 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let mut wire = Vec::new();
-        let request = Request::Switch {
+        let request = Request::Switch(SwitchRequest {
             release: ReleaseId::parse("v2").unwrap(),
             rollback: false,
-            revert: None,
-            assets: AssetOptions::none(),
-        };
+            tentative: true,
+        });
         send(&mut wire, &request).unwrap();
         let mut r: &[u8] = &wire;
         let back: Request = recv(&mut r, &Limits::DEFAULT).unwrap();
         assert!(matches!(
             back,
-            Request::Switch {
+            Request::Switch(SwitchRequest {
                 rollback: false,
+                tentative: true,
                 ..
-            }
+            })
         ));
     }
 }

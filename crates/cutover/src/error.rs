@@ -1,12 +1,22 @@
 //! Errors as the user sees them, and their exit codes.
+//!
+//! A `CommandError` keeps the error it came from (its `Display` is the message, its
+//! sources the "caused by" lines) and adds hints. It is made through a few constructors
+//! and `From` impls, one per library error type.
 
 use std::process::ExitCode;
 
-/// 1: the operation failed and the target is as it was. 2: usage or configuration.
+use cutover_pipeline::{FleetError, HostError, HostErrorKind};
+
+/// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// 1: the operation failed; every target is as it was (or as the message says).
     Failed,
+    /// 2: bad input: arguments, cutover.toml, or a request a host refused.
     Usage,
+    /// 70 (EX_SOFTWARE): a bug in cutover, or a host that broke the protocol's rules.
+    Internal,
 }
 
 impl Kind {
@@ -14,6 +24,7 @@ impl Kind {
         match self {
             Kind::Failed => 1,
             Kind::Usage => 2,
+            Kind::Internal => 70,
         }
     }
 }
@@ -24,16 +35,41 @@ pub struct CommandError {
     pub message: String,
     pub causes: Vec<String>,
     pub hints: Vec<String>,
+    /// Per-host reports, for `--json`, when hosts were contacted.
+    pub hosts: Option<serde_json::Value>,
 }
 
 impl CommandError {
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CommandError::new(Kind::Usage, message).with_hint(hint)
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        CommandError::new(Kind::Failed, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        CommandError::new(Kind::Internal, message)
+    }
+
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
         CommandError {
-            kind: Kind::Usage,
+            kind,
             message: message.into(),
             causes: Vec::new(),
-            hints: vec![hint.into()],
+            hints: Vec::new(),
+            hosts: None,
         }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
+    pub fn with_hints(mut self, hints: impl IntoIterator<Item = String>) -> Self {
+        self.hints.extend(hints);
+        self
     }
 
     pub fn exit_code(&self) -> ExitCode {
@@ -41,87 +77,102 @@ impl CommandError {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "error": {
                 "message": self.message,
                 "causes": self.causes,
                 "hints": self.hints,
                 "exit_code": self.kind.exit_code(),
             }
-        })
+        });
+        if let Some(hosts) = &self.hosts {
+            doc["hosts"] = hosts.clone();
+        }
+        doc
     }
 }
 
 impl From<cutover_core::Error> for CommandError {
     fn from(error: cutover_core::Error) -> Self {
-        let kind = match error.kind() {
-            cutover_core::ErrorKind::Usage => Kind::Usage,
-            cutover_core::ErrorKind::Failed => Kind::Failed,
-        };
-        // The io error's text is already in the message; repeating it as a cause is noise.
-        let causes = match error {
-            cutover_core::Error::Io { .. } => Vec::new(),
-            _ => cause_chain(&error),
-        };
-        CommandError {
-            kind,
-            message: error.to_string(),
-            causes,
-            hints: error.hint().into_iter().collect(),
-        }
+        HostError::from(error).into()
     }
 }
 
 impl From<cutover_config::ConfigError> for CommandError {
     fn from(error: cutover_config::ConfigError) -> Self {
-        CommandError {
-            kind: Kind::Usage,
-            message: error.to_string(),
-            causes: Vec::new(),
-            hints: error.hint().map(str::to_string).into_iter().collect(),
-        }
+        CommandError::new(Kind::Usage, error.to_string())
+            .with_hints(error.hint().map(str::to_string))
+    }
+}
+
+impl From<cutover_refresh::RefreshError> for CommandError {
+    fn from(error: cutover_refresh::RefreshError) -> Self {
+        HostError::from(error).into()
     }
 }
 
 impl From<cutover_php::Error> for CommandError {
     fn from(error: cutover_php::Error) -> Self {
-        CommandError::failed(&error, error.hint())
+        HostError::from(error).into()
     }
 }
 
-impl From<cutover_php::reload::ReloadError> for CommandError {
-    fn from(error: cutover_php::reload::ReloadError) -> Self {
-        CommandError::failed(&error, error.hint())
-    }
-}
-
-impl From<cutover_php::apache::GracefulError> for CommandError {
-    fn from(error: cutover_php::apache::GracefulError) -> Self {
-        CommandError::failed(&error, error.hint())
-    }
-}
-
-impl CommandError {
-    /// An operation failed (exit 1): the error, its causes, and what to do.
-    fn failed(error: &dyn std::error::Error, hint: Option<String>) -> Self {
+impl From<HostError> for CommandError {
+    fn from(error: HostError) -> Self {
         CommandError {
-            kind: Kind::Failed,
-            message: error.to_string(),
-            causes: cause_chain(error),
-            hints: hint.into_iter().collect(),
+            causes: error.causes,
+            hints: error.hints,
+            ..CommandError::new(kind_of(error.kind), error.message)
         }
     }
 }
 
-/// The messages of `error`'s sources, outermost first.
-fn cause_chain(error: &dyn std::error::Error) -> Vec<String> {
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
+/// One host: that host's error, and what state it was left in. Several: what happened
+/// across the fleet, each failed host's error as a cause.
+impl From<FleetError> for CommandError {
+    fn from(error: FleetError) -> Self {
+        let kind = kind_of(error.kind);
+        let hosts = serde_json::to_value(&error.hosts).ok();
+        let errors: Vec<(&str, &HostError)> = error.errors().collect();
+        let mut command = match (error.hosts.len(), errors.as_slice()) {
+            (1, [(_, host)]) => CommandError {
+                causes: host.causes.clone(),
+                hints: host.hints.clone(),
+                ..CommandError::new(kind, &host.message)
+            }
+            .with_hint(format!(
+                "{}; fix what is named above and run the command again",
+                error.state
+            )),
+            _ => CommandError {
+                causes: errors
+                    .iter()
+                    .map(|(name, e)| format!("{name}: {}", e.one_line()))
+                    .collect(),
+                ..CommandError::new(kind, &error.summary)
+            }
+            .with_hints(
+                errors
+                    .iter()
+                    .flat_map(|(name, e)| e.hints.iter().map(move |h| format!("{name}: {h}")))
+                    .take(3),
+            )
+            .with_hint(format!(
+                "{}; fix what is named above and run the command again",
+                error.state
+            )),
+        };
+        command.hosts = hosts;
+        command
     }
-    causes
+}
+
+fn kind_of(kind: HostErrorKind) -> Kind {
+    match kind {
+        HostErrorKind::Usage => Kind::Usage,
+        HostErrorKind::Failed => Kind::Failed,
+        HostErrorKind::Internal => Kind::Internal,
+    }
 }
 
 pub type Result<T, E = CommandError> = std::result::Result<T, E>;

@@ -1,14 +1,11 @@
 //! The `cutover` binary: parses arguments, runs one command, maps its error to an exit code.
 
-mod agent;
 mod cli;
 mod commands;
 mod error;
-mod fleet;
-mod health;
+mod hosts;
 mod printer;
-mod refresh;
-mod remote;
+mod progress;
 mod settings;
 
 use std::process::ExitCode;
@@ -38,7 +35,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => commands::doctor::doctor(args, global, printer),
         Command::Config(command) => commands::config::config(command, global, printer),
         Command::Lint(args) => commands::lint::lint(args, printer),
-        Command::Agent => agent::agent(),
+        Command::Agent => commands::agent::agent(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,14 +2,11 @@
 //! (JSON with --json), progress only on a terminal.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// stdout carries one JSON document: a command that printed its result and then fails
 /// (verify's verdict) does not print a second one for the error.
 static RESULT_PRINTED: AtomicBool = AtomicBool::new(false);
-use std::time::Duration;
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -65,72 +62,9 @@ impl Printer {
         }
     }
 
-    /// Several progress lines at once (one per host), only on a terminal.
-    pub fn multi_progress(&self) -> Option<indicatif::MultiProgress> {
-        let show = !self.quiet && !self.json && std::io::stderr().is_terminal();
-        show.then(|| {
-            indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))
-        })
-    }
-
-    pub fn progress(&self, what: &'static str) -> StageProgress {
-        let show = !self.quiet && !self.json && std::io::stderr().is_terminal();
-        let bar = if show {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_prefix(what);
-            bar.enable_steady_tick(Duration::from_millis(100));
-            Some(bar)
-        } else {
-            None
-        };
-        StageProgress {
-            bar,
-            printer: *self,
-            files: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Files and bytes staged so far, and the output of hooks, shown as it happens.
-pub struct StageProgress {
-    bar: Option<ProgressBar>,
-    printer: Printer,
-    files: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl cutover_core::stage::Observer for StageProgress {
-    fn file_staged(&self, bytes: u64) {
-        let files = self.files.fetch_add(1, Relaxed) + 1;
-        let total = self.bytes.fetch_add(bytes, Relaxed) + bytes;
-        if let Some(bar) = &self.bar {
-            if files.is_multiple_of(256) {
-                bar.set_message(format!("{files} files, {}", human_bytes(total)));
-            }
-        }
-    }
-
-    fn hook_output(&self, line: &str) {
-        if self.printer.quiet || self.printer.json {
-            return;
-        }
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("  │ {line}")),
-            None => eprintln!("  │ {line}"),
-        }
-    }
-}
-
-impl Drop for StageProgress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+    /// Whether progress can be drawn: a terminal watches and nothing silences it.
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
     }
 }
 

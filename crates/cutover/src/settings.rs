@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use cutover_config::Config;
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
-use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
+use cutover_core::{DeployPath, ReleaseId};
+use cutover_pipeline::{DeployJob, HostPlan, ManifestCache, SourceTree, SshTarget, Transport};
+use cutover_protocol::{Access, StageSpec};
+use cutover_refresh::RefreshSpec;
 
 use crate::cli::{ChangeArgs, DeployArgs, GlobalArgs, TargetArgs};
 use crate::error::{CommandError, Result};
@@ -34,17 +37,83 @@ pub fn load_config_near(global: &GlobalArgs, source: Option<&Path>) -> Result<Co
     Ok(Config::default())
 }
 
-/// Whether a command acts on the hosts of `[hosts]` (over their agents) rather than on one
-/// deploy path here: there are hosts and no `--to`.
-pub fn on_hosts(target: &TargetArgs, config: &Config) -> Result<bool> {
+/// The hosts a command acts on, each resolved once: the deploy path of `--to` (or of
+/// `[deploy] path` without `[hosts]`) as a fleet of one on this machine, else the hosts
+/// of `[hosts]` (only those named with `--host`).
+pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>> {
     if config.hosts.is_empty() && !target.hosts.is_empty() {
         return Err(CommandError::usage(
             "--host needs [hosts] in cutover.toml",
             "add a [hosts.NAME] table per host, or leave out --host to act on --to",
         ));
     }
-    Ok(!config.hosts.is_empty() && target.to.is_none())
+    if config.hosts.is_empty() || target.to.is_some() {
+        return Ok(vec![HostPlan {
+            name: LOCAL_HOST.to_string(),
+            transport: Transport::InProcess,
+            path: deploy_path(target, config)?.root().to_path_buf(),
+            refresh: RefreshSpec::from_settings(&config.php, &config.refresh, &config.health)?,
+            assets: asset_options(config),
+        }]);
+    }
+    for name in &target.hosts {
+        if !config.hosts.contains_key(name) {
+            let known: Vec<&str> = config.hosts.keys().map(String::as_str).collect();
+            return Err(CommandError::usage(
+                format!("no host `{name}` in [hosts]"),
+                format!("hosts in the config: {}", known.join(", ")),
+            ));
+        }
+    }
+    let ssh_cwd = config_dir(config).unwrap_or_else(|| PathBuf::from("."));
+    let mut plans = Vec::new();
+    for (name, host) in &config.hosts {
+        if !target.hosts.is_empty() && !target.hosts.contains(name) {
+            continue;
+        }
+        let path = host
+            .path
+            .clone()
+            .or_else(|| config.deploy.path.clone())
+            .ok_or_else(|| {
+                CommandError::usage(
+                    format!("host `{name}` has no deploy path"),
+                    format!("set `path = \"/var/www/app\"` in [hosts.{name}] or in [deploy]"),
+                )
+            })?;
+        let transport = match &host.ssh {
+            Some(destination) => {
+                let mut options = config.ssh.options.clone();
+                options.extend(host.ssh_options.iter().cloned());
+                Transport::Ssh(SshTarget {
+                    destination: destination.clone(),
+                    options,
+                    cwd: ssh_cwd.clone(),
+                })
+            }
+            None => Transport::Process,
+        };
+        let php = host.php.as_ref().unwrap_or(&config.php);
+        let refresh = host.refresh.as_ref().unwrap_or(&config.refresh);
+        let health = host.health.as_ref().unwrap_or(&config.health);
+        let refresh = RefreshSpec::from_settings(php, refresh, health).map_err(|e| {
+            let mut error = CommandError::from(e);
+            error.message = format!("host `{name}`: {}", error.message);
+            error
+        })?;
+        plans.push(HostPlan {
+            name: name.clone(),
+            transport,
+            path,
+            refresh,
+            assets: asset_options(config),
+        });
+    }
+    Ok(plans)
 }
+
+/// The name of the one host of a deploy path given with `--to`.
+pub const LOCAL_HOST: &str = "local";
 
 pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
     let path = target
@@ -60,38 +129,20 @@ pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
     Ok(DeployPath::new(path)?)
 }
 
-/// A deploy path that must already hold releases (switch, rollback, cleanup, releases).
-pub fn existing_deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
-    let deploy = deploy_path(target, config)?;
-    if !deploy.exists() {
-        return Err(CommandError::usage(
-            format!("{} does not exist", deploy.root().display()),
-            "check --to; `cutover deploy` creates a deploy path on its first run",
-        ));
-    }
-    Ok(deploy)
-}
-
-/// The lock a changing command holds; a dry run holds none (and so creates nothing).
-pub struct Guard(Option<DeployLock>);
-
-impl Guard {
-    pub fn mode(&self) -> Mode<'_> {
-        self.0.as_ref().map_or(Mode::DryRun, Mode::Apply)
-    }
-}
-
-/// Takes the deploy lock unless --dry-run (creating `.cutover/` when adopting a Capistrano
-/// or Deployer path).
-pub fn guard(deploy: &DeployPath, change: &ChangeArgs) -> Result<Guard> {
+/// How a command holds the deploy path: a dry run reads only (and creates nothing).
+pub fn access(change: &ChangeArgs, create: bool) -> Access {
     if change.dry_run {
-        return Ok(Guard(None));
+        return Access::DryRun;
     }
-    // Refuse a `current` that is a real directory before creating anything beside it.
-    deploy.current_link()?;
-    deploy.ensure_layout()?;
-    let lock = DeployLock::acquire(&deploy.lock_file(), change.wait_lock)?;
-    Ok(Guard(Some(lock)))
+    Access::Lock {
+        wait_ms: change.wait_lock.map(|d| d.as_millis() as u64),
+        create,
+    }
+}
+
+/// `--parallel`, or 16 hosts at once.
+pub fn parallel(flag: Option<u64>) -> usize {
+    flag.map_or(16, |n| n as usize)
 }
 
 pub fn keep_releases(flag: Option<u64>, config: &Config) -> usize {
@@ -104,7 +155,8 @@ pub fn release_id(text: &str) -> Result<ReleaseId> {
     Ok(ReleaseId::parse(text)?)
 }
 
-pub fn deploy_options(args: &DeployArgs, config: &Config) -> Result<DeployOptions> {
+/// The deploy: what to stage from where, resolved once for every host.
+pub fn deploy_job(args: &DeployArgs, config: &Config) -> Result<DeployJob> {
     let source = args
         .source
         .clone()
@@ -116,19 +168,35 @@ pub fn deploy_options(args: &DeployArgs, config: &Config) -> Result<DeployOption
                 "pass the app's directory, e.g. `cutover deploy ./app --to /var/www/app`",
             )
         })?;
-    let mut opts = DeployOptions::new(source);
-    opts.release = args.release.as_deref().map(release_id).transpose()?;
+    let dir = cutover_core::deploy::resolve_source(&source)?;
+    let mut opts = DeployOptions::new(&dir);
     opts.exclude = config.deploy.exclude.clone();
     opts.shared_dirs = config.shared.dirs.clone();
     opts.shared_files = config.shared.files.clone();
-    opts.build = config.build.run.clone();
-    opts.before_switch = config.hooks.before_switch.clone();
-    opts.keep_releases = keep_releases(args.keep, config);
-    if let Some(file) = &config.deploy.release_file {
-        opts.release_file = file.clone();
-    }
-    opts.assets = asset_options(config);
-    Ok(opts)
+    let mut git = cutover_core::command::git_source(&dir);
+    git.path = dir.display().to_string();
+    Ok(DeployJob {
+        tree: SourceTree::new(
+            dir,
+            cutover_core::deploy::source_excludes(&opts),
+            ManifestCache::from_env(),
+        ),
+        release: args.release.as_deref().map(release_id).transpose()?,
+        spec: StageSpec {
+            shared_dirs: config.shared.dirs.clone(),
+            shared_files: config.shared.files.clone(),
+            build: config.build.run.clone(),
+            before_switch: config.hooks.before_switch.clone(),
+            release_file: config
+                .deploy
+                .release_file
+                .clone()
+                .unwrap_or_else(|| DeployOptions::DEFAULT_RELEASE_FILE.to_string()),
+        },
+        source: git,
+        keep: keep_releases(args.keep, config),
+        dry_run: args.change.dry_run,
+    })
 }
 
 /// `[deploy] asset_dirs` and `keep_asset_releases`, or the defaults.

@@ -1,45 +1,69 @@
 use crate::cli::{CleanupArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::settings;
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 pub fn cleanup(args: &CleanupArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let keep = settings::keep_releases(args.keep, &config);
-    if settings::on_hosts(&args.target, &config)? {
-        return crate::fleet::cleanup(&config, &args.target, &args.change, keep, printer);
-    }
-    let deploy = settings::existing_deploy_path(&args.target, &config)?;
-    let guard = settings::guard(&deploy, &args.change)?;
-    let report = cutover_core::cleanup::cleanup(&deploy, keep, guard.mode())?;
-    let mut json = serde_json::to_value(&report).unwrap_or_default();
-    json["dry_run"] = args.change.dry_run.into();
+    let plans = settings::host_plans(&args.target, &config)?;
+    let lines = HostLines::new(printer, &plans);
+    let access = settings::access(&args.change, false);
+    let fleet = hosts::open(
+        &plans,
+        access,
+        settings::parallel(None),
+        hosts::quiet_observer(),
+        &lines,
+    )?;
+    let reports = fleet
+        .require_open("nothing was removed")
+        .and_then(|f| f.cleanup(keep, args.change.dry_run));
+    drop(lines);
+    let reports = reports?;
+    let json = serde_json::json!({ "dry_run": args.change.dry_run, "hosts": reports });
     printer.result(&json, || {
         let verb = if args.change.dry_run {
             "Would remove"
         } else {
             "Removed"
         };
-        let names = |ids: &[cutover_core::ReleaseId]| {
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut text = if report.removed.is_empty() {
-            format!("Nothing to remove; kept {} releases\n", report.kept.len())
-        } else {
-            format!(
-                "{verb} {} releases: {}\n",
-                report.removed.len(),
-                names(&report.removed)
-            )
-        };
-        if !report.debris.is_empty() {
-            text.push_str(&format!(
-                "{verb} leftovers of interrupted deploys: {}\n",
-                report.debris.join(", ")
-            ));
+        let mut text = String::new();
+        for report in &reports {
+            let indent = if reports.len() > 1 {
+                text.push_str(&format!("{}:\n", report.host));
+                "  "
+            } else {
+                ""
+            };
+            let Some(cleanup) = &report.cleanup else {
+                continue;
+            };
+            let names = |ids: &[cutover_core::ReleaseId]| {
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if cleanup.removed.is_empty() {
+                text.push_str(&format!(
+                    "{indent}Nothing to remove; kept {} releases\n",
+                    cleanup.kept.len()
+                ));
+            } else {
+                text.push_str(&format!(
+                    "{indent}{verb} {} releases: {}\n",
+                    cleanup.removed.len(),
+                    names(&cleanup.removed)
+                ));
+            }
+            if !cleanup.debris.is_empty() {
+                text.push_str(&format!(
+                    "{indent}{verb} leftovers of interrupted deploys: {}\n",
+                    cleanup.debris.join(", ")
+                ));
+            }
         }
         text
     });

@@ -1,98 +1,122 @@
+use cutover_pipeline::DeployOutcome;
+
 use crate::cli::{DeployArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::{human_bytes, Printer};
-use crate::{refresh, settings};
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
-    if settings::on_hosts(&args.target, &config)? {
-        return crate::fleet::deploy(args, &config, printer);
-    }
-    let deploy = settings::deploy_path(&args.target, &config)?;
-    let opts = settings::deploy_options(args, &config)?;
-    let refresh_plan = refresh::plan(&config, &deploy)?;
-    // A first deploy that fails must leave no deploy path behind, as if never run.
-    let created = deploy.outermost_missing().filter(|_| !args.change.dry_run);
-    let outcome = settings::guard(&deploy, &args.change).and_then(|guard| {
-        let progress = printer.progress("staging");
-        let report = cutover_core::deploy::deploy(&deploy, &opts, guard.mode(), &progress)?;
-        drop(progress);
-        let refreshed = refresh::after_switch(
-            refresh_plan.as_ref(),
-            &deploy,
-            guard.mode(),
-            &report.release,
-            report.previous.as_ref(),
-        )?;
-        Ok((report, refreshed))
-    });
-    let (report, refreshed) = match outcome {
-        Ok(report) => report,
-        Err(error) => {
-            if let Some(dir) = created {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(error);
-        }
-    };
+    let plans = settings::host_plans(&args.target, &config)?;
+    let job = settings::deploy_job(args, &config)?;
+    let lines = HostLines::new(printer, &plans);
+    let observer = hosts::stage_observer(printer);
+    let access = settings::access(&args.change, true);
+    let parallel = settings::parallel(args.parallel);
+    let outcome = hosts::open(&plans, access, parallel, observer.clone(), &lines)?.deploy(&job);
+    drop(observer);
+    drop(lines);
+    let outcome = outcome?;
+    report(&outcome, &job.source, printer);
+    Ok(())
+}
 
-    for warning in &report.warnings {
+fn report(outcome: &DeployOutcome, source: &cutover_core::history::Source, printer: Printer) {
+    let reports = &outcome.hosts;
+    hosts::warn_each(printer, reports);
+    // The same release on every host: say it once.
+    let changed = reports
+        .iter()
+        .find_map(|r| r.assets.as_ref().filter(|a| !a.changed_in_place.is_empty()));
+    if let Some(warning) = changed.and_then(|a| changed_in_place_warning(&a.changed_in_place)) {
         printer.warn(warning);
     }
-    if let Some(warning) = changed_in_place_warning(&report.assets.changed_in_place) {
-        printer.warn(warning);
-    }
-    let mut json = serde_json::to_value(&report).unwrap_or_default();
-    if let Some(refreshed) = &refreshed {
-        json["refresh"] = serde_json::to_value(refreshed).unwrap_or_default();
-    }
+    let json = serde_json::json!({
+        "release": outcome.release,
+        "previous": hosts::common_previous(reports),
+        "dry_run": outcome.dry_run,
+        "source": source,
+        "switch_skew_us": outcome.switch_skew_us,
+        "total_ms": outcome.total_ms,
+        "hosts": reports,
+    });
     printer.result(&json, || {
-        let files = &report.files;
-        let was = report
-            .previous
-            .as_ref()
-            .map_or(String::new(), |p| format!(" (was {p})"));
-        let mut text = if report.dry_run {
-            format!(
-                "Would deploy {} as release {} to {}{was}\n  {} files: {} unchanged would be linked, {} copied ({})\n",
-                report.source.path,
-                report.release,
-                report.deploy_path.display(),
-                files.files,
-                files.linked,
-                files.copied,
-                human_bytes(files.bytes_copied),
-            )
-        } else {
-            format!(
-                "Deployed release {} to {}{was}\n  {} files: {} linked, {} copied ({}) in {:.2} s; switch {} ms\n",
-                report.release,
-                report.deploy_path.display(),
-                files.files,
-                files.linked,
-                files.copied,
-                human_bytes(files.bytes_copied),
-                report.stage_ms as f64 / 1000.0,
-                report.switch_ms,
-            )
+        let release = &outcome.release;
+        let mut text = match reports.as_slice() {
+            [one] => one_host(outcome, one),
+            _ if outcome.dry_run => format!(
+                "Would deploy release {release} to {} hosts\n",
+                reports.len()
+            ),
+            _ => format!(
+                "Deployed release {release} to {} hosts in {:.2} s; switch skew {:.1} ms\n",
+                reports.len(),
+                outcome.total_ms as f64 / 1000.0,
+                outcome.switch_skew_us.unwrap_or(0) as f64 / 1000.0
+            ),
         };
-        if let Some(commit) = &report.source.git_commit {
-            let dirty = if report.source.git_dirty { " (with uncommitted changes)" } else { "" };
+        if let Some(commit) = &source.git_commit {
+            let dirty = if source.git_dirty {
+                " (with uncommitted changes)"
+            } else {
+                ""
+            };
             text.push_str(&format!("  source: git {commit}{dirty}\n"));
         }
-        if report.assets.carried > 0 {
-            text.push_str(&format!(
-                "  kept {} static files of earlier releases reachable\n",
-                report.assets.carried
-            ));
-        }
-        if !report.removed.is_empty() {
-            let removed: Vec<_> = report.removed.iter().map(ToString::to_string).collect();
-            text.push_str(&format!("  removed old releases: {}\n", removed.join(", ")));
+        if reports.len() > 1 {
+            text.push_str(&hosts::table(reports));
         }
         text
     });
-    Ok(())
+}
+
+fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> String {
+    let files = host.files.unwrap_or_default();
+    let was = host
+        .previous
+        .as_ref()
+        .map_or(String::new(), |p| format!(" (was {p})"));
+    let removed = host.cleanup.as_ref().map_or(&[][..], |c| &c.removed[..]);
+    let removed: Vec<_> = removed.iter().map(ToString::to_string).collect();
+    let mut text = if outcome.dry_run {
+        let mut text = format!(
+            "Would deploy release {} to {}{was}\n  {} files: {} unchanged would be linked, {} copied ({})\n",
+            outcome.release,
+            host.deploy_path,
+            files.files,
+            files.linked,
+            files.copied,
+            human_bytes(files.bytes_copied),
+        );
+        if !removed.is_empty() {
+            text.push_str(&format!(
+                "  would remove old releases: {}\n",
+                removed.join(", ")
+            ));
+        }
+        return text;
+    } else {
+        format!(
+            "Deployed release {} to {}{was}\n  {} files: {} linked, {} copied ({}) in {:.2} s\n",
+            outcome.release,
+            host.deploy_path,
+            files.files,
+            files.linked,
+            files.copied,
+            human_bytes(files.bytes_copied),
+            host.stage_ms.unwrap_or(0) as f64 / 1000.0,
+        )
+    };
+    if let Some(carried) = host.assets.as_ref().map(|a| a.carried).filter(|n| *n > 0) {
+        text.push_str(&format!(
+            "  kept {carried} static files of earlier releases reachable\n"
+        ));
+    }
+    if !removed.is_empty() {
+        text.push_str(&format!("  removed old releases: {}\n", removed.join(", ")));
+    }
+    text
 }
 
 /// One warning for every asset whose name stayed while its content changed: a page of

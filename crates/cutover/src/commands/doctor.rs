@@ -7,7 +7,7 @@ use cutover_doctor::{Facts, Finding, PoolFacts, ReadError, Severity};
 use cutover_php::Pool;
 
 use crate::cli::{DoctorArgs, GlobalArgs};
-use crate::error::{CommandError, Kind, Result};
+use crate::error::{CommandError, Result};
 use crate::printer::Printer;
 use crate::settings;
 
@@ -114,12 +114,10 @@ pub fn doctor(args: &DoctorArgs, global: &GlobalArgs, printer: Printer) -> Resul
         .filter(|f| f.severity == Severity::Error)
         .count();
     if errors > 0 {
-        return Err(CommandError {
-            kind: Kind::Failed,
-            message: format!("{errors} hazard(s) of severity error"),
-            causes: Vec::new(),
-            hints: vec!["apply the fix lines above, then run `cutover doctor` again".into()],
-        });
+        return Err(
+            CommandError::failed(format!("{errors} hazard(s) of severity error"))
+                .with_hint("apply the fix lines above, then run `cutover doctor` again"),
+        );
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::cli::LintArgs;
-use crate::error::{CommandError, Kind, Result};
+use crate::error::{CommandError, Result};
 use crate::printer::Printer;
 
 pub fn lint(args: &LintArgs, printer: Printer) -> Result<()> {
@@ -16,12 +16,7 @@ pub fn lint(args: &LintArgs, printer: Printer) -> Result<()> {
             error.to_string(),
             "give the app's source directory: `cutover lint path/to/app`",
         ),
-        cutover_lint::Error::Io { .. } => CommandError {
-            kind: Kind::Failed,
-            message: error.to_string(),
-            causes: Vec::new(),
-            hints: Vec::new(),
-        },
+        cutover_lint::Error::Io { .. } => CommandError::failed(error.to_string()),
     })?;
     for file in &report.unparsable {
         if file.line == 0 {
@@ -71,14 +66,9 @@ pub fn lint(args: &LintArgs, printer: Printer) -> Result<()> {
     if report.findings.is_empty() {
         return Ok(());
     }
-    Err(CommandError {
-        kind: Kind::Failed,
-        message: format!("lint found {summary}"),
-        causes: Vec::new(),
-        hints: vec![
-            "build include paths from __DIR__; accept a deliberate one with `// cutover-lint: allow` (or `allow(RULE)`) on its line or the line above".into(),
-        ],
-    })
+    Err(CommandError::failed(format!("lint found {summary}")).with_hint(
+        "build include paths from __DIR__; accept a deliberate one with `// cutover-lint: allow` (or `allow(RULE)`) on its line or the line above",
+    ))
 }
 
 /// "1 file", "3 files".

@@ -1,5 +1,6 @@
 //! One module per command; each returns `Result<()>` and prints through the `Printer`.
 
+pub mod agent;
 pub mod cleanup;
 pub mod config;
 pub mod deploy;

@@ -1,97 +1,228 @@
-use cutover_php::{Pool, PoolStatus};
+use std::time::Duration;
+
+use cutover_php::{Pool, PoolStatus, ResetReport};
+use cutover_pipeline::{Host, HostError, HostPlan, HostReport};
+use cutover_protocol::Access;
+use cutover_refresh::PoolSpec;
+use serde::Serialize;
 
 use crate::cli::{GlobalArgs, PhpArgs, PhpResetArgs};
 use crate::error::{CommandError, Result};
 use crate::printer::{human_bytes, Printer};
-use crate::settings;
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 pub fn status(args: &PhpArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
-    let config = settings::load_config(global)?;
-    if settings::on_hosts(&args.target, &config)? {
-        let timeout = humantime::format_duration(args.timeout).to_string();
-        let command = ["php", "status", "--timeout", timeout.as_str()];
-        let extra = |host: &crate::fleet::Host| pool_flags(args, host);
-        return crate::fleet::run_on_hosts(&config, &args.target, &command, extra, printer);
+    let answers = on_each_pool(args, global, printer, |host, pool| {
+        Ok(Answer {
+            fpm: pool.fpm.clone(),
+            status: Some(host.status(pool)?),
+            reset: None,
+        })
+    })?;
+    for (_, answer) in &answers {
+        if let Some(status) = answer.as_ref().and_then(|a| a.status.as_ref()) {
+            for warning in warnings(status) {
+                printer.warn(warning);
+            }
+        }
     }
-    let pool = pool(args, global)?;
-    let status = pool.status()?;
-    for warning in warnings(&status) {
-        printer.warn(warning);
-    }
-    let json = serde_json::json!({ "fpm": pool.address.to_string(), "status": status });
-    printer.result(&json, || describe(&status));
-    Ok(())
-}
-
-pub fn reset(args: &PhpResetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
-    let config = settings::load_config(global)?;
-    if settings::on_hosts(&args.pool.target, &config)? {
-        let wait = humantime::format_duration(args.wait).to_string();
-        let command = ["php", "reset", "--wait", wait.as_str()];
-        let extra = |host: &crate::fleet::Host| pool_flags(&args.pool, host);
-        return crate::fleet::run_on_hosts(&config, &args.pool.target, &command, extra, printer);
-    }
-    let pool = pool(&args.pool, global)?;
-    let report = pool.reset(args.wait)?;
-    let json = serde_json::json!({ "fpm": pool.address.to_string(), "reset": report });
-    printer.result(&json, || {
-        format!(
-            "OPcache reset by worker {} and restarted after {:.2} s\n{}",
-            report.pid,
-            report.settled_after,
-            describe(&report.status)
-        )
+    print(&answers, printer, |answer| {
+        answer.status.as_ref().map(describe).unwrap_or_default()
     });
     Ok(())
 }
 
-/// The pool of one host: flags given here win over the host's [php] settings.
-fn pool_flags(args: &PhpArgs, host: &crate::fleet::Host) -> Vec<String> {
-    let mut flags = Vec::new();
-    if let Some(fpm) = args.fpm.clone().or(host.php.fpm.clone()) {
-        flags.extend(["--fpm".to_string(), fpm]);
-    }
-    if let Some(chroot) = args.fpm_chroot.clone().or(host.php.fpm_chroot.clone()) {
-        flags.extend(["--fpm-chroot".to_string(), chroot.display().to_string()]);
-    }
-    if let Some(dir) = &args.script_dir {
-        flags.extend(["--script-dir".to_string(), dir.display().to_string()]);
-    }
-    flags
+pub fn reset(args: &PhpResetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let wait_ms = args.wait.as_millis() as u64;
+    let answers = on_each_pool(&args.pool, global, printer, |host, pool| {
+        Ok(Answer {
+            fpm: pool.fpm.clone(),
+            status: None,
+            reset: Some(host.reset(pool, wait_ms)?),
+        })
+    })?;
+    print(&answers, printer, |answer| match &answer.reset {
+        Some(report) => format!(
+            "OPcache reset by worker {} and restarted after {:.2} s\n{}",
+            report.pid,
+            report.settled_after,
+            describe(&report.status)
+        ),
+        None => String::new(),
+    });
+    Ok(())
 }
 
-fn pool(args: &PhpArgs, global: &GlobalArgs) -> Result<Pool> {
+/// What one host's pool answered.
+#[derive(Serialize)]
+struct Answer {
+    fpm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<PoolStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<ResetReport>,
+}
+
+/// Runs `ask` against each host's pool: through each host of the fleet, or straight at
+/// the pool when only a script directory is given (no deploy path involved).
+fn on_each_pool(
+    args: &PhpArgs,
+    global: &GlobalArgs,
+    printer: Printer,
+    ask: impl Fn(&mut dyn PoolHost, &PoolSpec) -> std::result::Result<Answer, HostError> + Sync,
+) -> Result<Vec<(HostReport, Option<Answer>)>> {
     let config = settings::load_config(global)?;
-    let text = args.fpm.clone().or(config.php.fpm.clone()).ok_or_else(|| {
+    let no_path =
+        args.target.to.is_none() && config.deploy.path.is_none() && config.hosts.is_empty();
+    if no_path {
+        let pool = pool_spec(
+            args,
+            config.php.fpm.as_deref(),
+            config.php.fpm_chroot.as_ref(),
+        )?;
+        let dir = args.script_dir.clone().ok_or_else(|| {
+            CommandError::usage(
+                "no directory for the script the pool must run",
+                "pass `--to /var/www/app` (the script goes into its .cutover/php) or `--script-dir DIR` readable by the pool's user",
+            )
+        })?;
+        let mut host = Direct(Pool {
+            address: pool.address()?,
+            script_dir: dir,
+            chroot: pool.chroot.clone(),
+            timeout: args.timeout,
+        });
+        let answer = ask(&mut host, &pool)?;
+        let report = HostReport {
+            host: settings::LOCAL_HOST.into(),
+            ..HostReport::default()
+        };
+        return Ok(vec![(report, Some(answer))]);
+    }
+    let plans = settings::host_plans(&args.target, &config)?;
+    let pools: Vec<(String, PoolSpec)> = plans
+        .iter()
+        .map(|plan| Ok((plan.name.clone(), host_pool(args, plan)?)))
+        .collect::<Result<_>>()?;
+    let lines = HostLines::new(printer, &plans);
+    let fleet = hosts::open(
+        &plans,
+        Access::Read,
+        settings::parallel(None),
+        hosts::quiet_observer(),
+        &lines,
+    )?;
+    let outcome = fleet.read(|host| {
+        let pool = pools
+            .iter()
+            .find(|(name, _)| name == host.name())
+            .map(|(_, pool)| pool)
+            .ok_or_else(|| HostError::internal("a host without a pool"))?;
+        ask(&mut ViaHost(host), pool)
+    });
+    drop(lines);
+    Ok(outcome?.hosts)
+}
+
+/// The pool of one host: flags given here win over the host's [php] settings.
+fn host_pool(args: &PhpArgs, plan: &HostPlan) -> Result<PoolSpec> {
+    let from_plan = plan.refresh.pool.as_ref();
+    let spec = pool_spec(
+        args,
+        from_plan.map(|p| p.fpm.as_str()),
+        from_plan.and_then(|p| p.chroot.as_ref()),
+    )?;
+    Ok(spec)
+}
+
+fn pool_spec(
+    args: &PhpArgs,
+    fpm: Option<&str>,
+    chroot: Option<&std::path::PathBuf>,
+) -> Result<PoolSpec> {
+    let fpm = args.fpm.as_deref().or(fpm).ok_or_else(|| {
         CommandError::usage(
             "no php-fpm address given",
             "pass `--fpm unix:/run/php/php8.2-fpm.sock` (or 127.0.0.1:9000), or set `fpm` in the [php] table",
         )
     })?;
-    let address = text.parse().map_err(|e: cutover_fastcgi::Error| {
-        CommandError::usage(
-            e.to_string(),
-            "write `unix:/path/to.sock`, `/path/to.sock` or `127.0.0.1:9000`",
-        )
-    })?;
-    let script_dir = match &args.script_dir {
-        Some(dir) => dir.clone(),
-        None => settings::deploy_path(&args.target, &config)
-            .map_err(|_| {
-                CommandError::usage(
-                    "no directory for the script the pool must run",
-                    "pass `--to /var/www/app` (the script goes into its .cutover/php) or `--script-dir DIR` readable by the pool's user",
-                )
-            })?
-            .state_dir()
-            .join("php"),
+    let spec = PoolSpec {
+        fpm: fpm.to_string(),
+        chroot: args.fpm_chroot.clone().or_else(|| chroot.cloned()),
+        script_dir: args.script_dir.clone(),
+        timeout_ms: args.timeout.as_millis() as u64,
     };
-    Ok(Pool {
-        address,
-        script_dir,
-        chroot: args.fpm_chroot.clone().or(config.php.fpm_chroot),
-        timeout: args.timeout,
-    })
+    spec.address()?;
+    Ok(spec)
+}
+
+/// Where a pool is asked from: through a host of the fleet, or straight.
+trait PoolHost {
+    fn status(&mut self, pool: &PoolSpec) -> std::result::Result<PoolStatus, HostError>;
+    fn reset(
+        &mut self,
+        pool: &PoolSpec,
+        wait_ms: u64,
+    ) -> std::result::Result<ResetReport, HostError>;
+}
+
+struct ViaHost<'h>(&'h mut dyn Host);
+
+impl PoolHost for ViaHost<'_> {
+    fn status(&mut self, pool: &PoolSpec) -> std::result::Result<PoolStatus, HostError> {
+        self.0.php_status(pool)
+    }
+    fn reset(
+        &mut self,
+        pool: &PoolSpec,
+        wait_ms: u64,
+    ) -> std::result::Result<ResetReport, HostError> {
+        self.0.php_reset(pool, wait_ms)
+    }
+}
+
+/// A pool asked straight, with the script written where `--script-dir` says.
+struct Direct(Pool);
+
+impl PoolHost for Direct {
+    fn status(&mut self, _: &PoolSpec) -> std::result::Result<PoolStatus, HostError> {
+        Ok(self.0.status()?)
+    }
+    fn reset(&mut self, _: &PoolSpec, wait_ms: u64) -> std::result::Result<ResetReport, HostError> {
+        Ok(self.0.reset(Duration::from_millis(wait_ms))?)
+    }
+}
+
+fn print(
+    answers: &[(HostReport, Option<Answer>)],
+    printer: Printer,
+    human: impl Fn(&Answer) -> String,
+) {
+    let docs: Vec<serde_json::Value> = answers
+        .iter()
+        .map(|(report, answer)| {
+            let mut doc = serde_json::to_value(report).unwrap_or_default();
+            doc["result"] = serde_json::to_value(answer).unwrap_or_default();
+            doc
+        })
+        .collect();
+    printer.result(&serde_json::json!({ "hosts": docs }), || {
+        let many = answers.len() > 1;
+        let mut text = String::new();
+        for (report, answer) in answers {
+            let Some(answer) = answer else { continue };
+            if many {
+                text.push_str(&format!("{}:\n", report.host));
+            }
+            for line in human(answer).lines() {
+                text.push_str(if many { "  " } else { "" });
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    });
 }
 
 /// Conditions worth a line even when nothing failed.

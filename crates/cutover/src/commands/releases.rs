@@ -1,82 +1,78 @@
-use cutover_core::history::{self, EventKind};
+use cutover_core::listing::ReleaseList;
+use cutover_protocol::Access;
 
 use crate::cli::{GlobalArgs, TargetArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::settings;
-
-#[derive(serde::Serialize)]
-struct ReleaseRow {
-    id: String,
-    current: bool,
-    path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    staged_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    git_commit: Option<String>,
-}
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 pub fn releases(target: &TargetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
-    if settings::on_hosts(target, &config)? {
-        return crate::fleet::run_on_hosts(&config, target, &["releases"], |_| Vec::new(), printer);
-    }
-    let deploy = settings::existing_deploy_path(target, &config)?;
-    let link = deploy.current_link()?;
-    let current = link.as_ref().and_then(|l| l.release.clone());
-    let events = history::read(&deploy.history_file())?;
-    let rows: Vec<ReleaseRow> = deploy
-        .releases()?
-        .into_iter()
-        .map(|id| {
-            let staged = events
-                .iter()
-                .rev()
-                .find(|e| e.event == EventKind::Staged && e.release == id);
-            ReleaseRow {
-                current: current.as_ref() == Some(&id),
-                path: deploy.release(&id).display().to_string(),
-                staged_at: staged.map(|e| e.time.clone()),
-                user: staged.map(|e| e.user.clone()),
-                git_commit: staged.and_then(|e| e.source.as_ref()?.git_commit.clone()),
-                id: id.to_string(),
-            }
+    let plans = settings::host_plans(target, &config)?;
+    let lines = HostLines::new(printer, &plans);
+    let fleet = hosts::open(
+        &plans,
+        Access::Read,
+        settings::parallel(None),
+        hosts::quiet_observer(),
+        &lines,
+    )?;
+    let outcome = fleet.read(|host| host.releases());
+    drop(lines);
+    let outcome = outcome?;
+    let docs: Vec<serde_json::Value> = outcome
+        .hosts
+        .iter()
+        .map(|(report, list)| {
+            let mut doc = serde_json::to_value(report).unwrap_or_default();
+            doc["result"] = serde_json::to_value(list).unwrap_or_default();
+            doc
         })
         .collect();
-    let json = serde_json::json!({
-        "deploy_path": deploy.root(),
-        "flavor": deploy.flavor(),
-        "current": current,
-        "current_target": link.as_ref().map(|l| l.target.display().to_string()),
-        "releases": rows,
-    });
-    printer.result(&json, || {
-        if rows.is_empty() {
-            return format!("No releases in {}\n", deploy.root().display());
-        }
+    printer.result(&serde_json::json!({ "hosts": docs }), || {
+        let many = outcome.hosts.len() > 1;
         let mut text = String::new();
-        for row in &rows {
-            let mark = if row.current { "*" } else { " " };
-            let when = row.staged_at.as_deref().unwrap_or("");
-            let commit = row
-                .git_commit
-                .as_deref()
-                .map_or(String::new(), |c| format!("  {}", &c[..c.len().min(12)]));
-            let user = row
-                .user
-                .as_deref()
-                .map_or(String::new(), |u| format!("  {u}"));
-            text.push_str(&format!("{mark} {:<20} {when}{user}{commit}\n", row.id));
-        }
-        if let (Some(link), None) = (&link, &current) {
-            text.push_str(&format!(
-                "  current points outside releases/: {}\n",
-                link.target.display()
-            ));
+        for (report, list) in &outcome.hosts {
+            let Some(list) = list else { continue };
+            if many {
+                text.push_str(&format!("{}:\n", report.host));
+            }
+            let listing = describe(list);
+            for line in listing.lines() {
+                text.push_str(if many { "  " } else { "" });
+                text.push_str(line);
+                text.push('\n');
+            }
         }
         text
     });
     Ok(())
+}
+
+fn describe(list: &ReleaseList) -> String {
+    if list.releases.is_empty() {
+        return format!("No releases in {}\n", list.deploy_path.display());
+    }
+    let mut text = String::new();
+    for row in &list.releases {
+        let mark = if row.current { "*" } else { " " };
+        let when = row.staged_at.as_deref().unwrap_or("");
+        let commit = row
+            .git_commit
+            .as_deref()
+            .map_or(String::new(), |c| format!("  {}", &c[..c.len().min(12)]));
+        let user = row
+            .user
+            .as_deref()
+            .map_or(String::new(), |u| format!("  {u}"));
+        text.push_str(&format!(
+            "{mark} {:<20} {when}{user}{commit}\n",
+            row.id.as_str()
+        ));
+    }
+    if let (Some(target), None) = (&list.current_target, &list.current) {
+        text.push_str(&format!("  current points outside releases/: {target}\n"));
+    }
+    text
 }

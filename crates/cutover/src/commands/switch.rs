@@ -1,85 +1,85 @@
-use crate::cli::{GlobalArgs, SwitchArgs};
+use cutover_core::ReleaseId;
+
+use crate::cli::{ChangeArgs, GlobalArgs, SwitchArgs, TargetArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::{refresh, settings};
-use cutover_core::activate::{activate, Activation};
-use cutover_core::history::EventKind;
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
-    let config = settings::load_config(global)?;
-    if settings::on_hosts(&args.target, &config)? {
-        let release = Some(args.release.as_str());
-        return crate::fleet::switch(&config, &args.target, &args.change, release, false, printer);
-    }
-    let deploy = settings::existing_deploy_path(&args.target, &config)?;
     let release = settings::release_id(&args.release)?;
-    let plan = refresh::plan(&config, &deploy)?;
-    let guard = settings::guard(&deploy, &args.change)?;
-    let assets = settings::asset_options(&config);
-    let activation = activate(
-        &deploy,
-        &release,
-        EventKind::Switched,
-        guard.mode(),
-        &assets,
-    )?;
-    let refreshed = refresh_after(plan.as_ref(), &deploy, guard.mode(), &activation)?;
-    report(
-        &activation,
-        refreshed.as_ref(),
-        args.change.dry_run,
-        "Switched",
+    activate(
+        &args.target,
+        &args.change,
+        Some(release),
+        false,
+        global,
         printer,
-    );
-    Ok(())
-}
-
-/// Refreshes unless nothing was switched. Shared by `switch` and `rollback`.
-pub fn refresh_after(
-    plan: Option<&refresh::RefreshPlan>,
-    deploy: &cutover_core::DeployPath,
-    mode: cutover_core::Mode<'_>,
-    activation: &Activation,
-) -> Result<Option<refresh::RefreshReport>> {
-    if activation.unchanged {
-        return Ok(None);
-    }
-    refresh::after_switch(
-        plan,
-        deploy,
-        mode,
-        &activation.release,
-        activation.previous.as_ref(),
     )
 }
 
-/// Shared by `switch` and `rollback`.
-pub fn report(
-    activation: &Activation,
-    refreshed: Option<&refresh::RefreshReport>,
-    dry_run: bool,
-    verb: &str,
+/// `switch` and `rollback`: every host to one release at once, refreshed and checked,
+/// or every host back. Without a release, the one before current (rollback).
+pub fn activate(
+    target: &TargetArgs,
+    change: &ChangeArgs,
+    release: Option<ReleaseId>,
+    rollback: bool,
+    global: &GlobalArgs,
     printer: Printer,
-) {
-    for warning in &activation.warnings {
-        printer.warn(warning);
-    }
-    let mut json = serde_json::to_value(activation).unwrap_or_default();
-    if let Some(refreshed) = refreshed {
-        json["refresh"] = serde_json::to_value(refreshed).unwrap_or_default();
-    }
-    json["dry_run"] = dry_run.into();
+) -> Result<()> {
+    let config = settings::load_config(global)?;
+    let plans = settings::host_plans(target, &config)?;
+    let lines = HostLines::new(printer, &plans);
+    let access = settings::access(change, false);
+    let fleet = hosts::open(
+        &plans,
+        access,
+        settings::parallel(None),
+        hosts::quiet_observer(),
+        &lines,
+    )?;
+    let outcome = fleet.activate(release, rollback, change.dry_run);
+    drop(lines);
+    let outcome = outcome?;
+    let reports = &outcome.hosts;
+    hosts::warn_each(printer, reports);
+    let json = serde_json::json!({
+        "release": outcome.release,
+        "previous": hosts::common_previous(reports),
+        "dry_run": change.dry_run,
+        "switch_skew_us": outcome.switch_skew_us,
+        "hosts": reports,
+    });
+    let verb = if rollback { "Rolled back" } else { "Switched" };
     printer.result(&json, || {
-        let from = activation
-            .previous
-            .as_ref()
-            .map_or(String::new(), |p| format!(" from {p}"));
-        if dry_run {
-            format!("Would switch to release {}{from}\n", activation.release)
-        } else if activation.unchanged {
-            format!("Release {} is already current\n", activation.release)
-        } else {
-            format!("{verb} to release {}{from}\n", activation.release)
+        let release = &outcome.release;
+        match reports.as_slice() {
+            [one] => {
+                let from = one
+                    .previous
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" from {p}"));
+                if change.dry_run {
+                    format!("Would switch to release {release}{from}\n")
+                } else if one.unchanged == Some(true) {
+                    format!("Release {release} is already current\n")
+                } else {
+                    format!("{verb} to release {release}{from}\n")
+                }
+            }
+            _ => {
+                let head = if change.dry_run {
+                    format!(
+                        "Would switch {} hosts to release {release}\n",
+                        reports.len()
+                    )
+                } else {
+                    format!("{verb} {} hosts to release {release}\n", reports.len())
+                };
+                head + &hosts::table(reports)
+            }
         }
     });
+    Ok(())
 }

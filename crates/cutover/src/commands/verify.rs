@@ -8,15 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cutover_core::activate::activate;
-use cutover_core::history::EventKind;
-use cutover_core::{DeployPath, Mode, ReleaseId};
+use cutover_core::ReleaseId;
 
 use crate::cli::{ChangeArgs, GlobalArgs, VerifyArgs};
 use crate::error::{CommandError, Kind, Result};
 use crate::printer::Printer;
-use crate::refresh::{self, RefreshPlan};
-use crate::settings;
+use crate::progress::HostLines;
+use crate::{hosts, settings};
 
 /// Requests that start this long after a switch count as "after a switch".
 const AFTER_SWITCH: f64 = 5.0;
@@ -198,31 +196,28 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
         false => None,
     };
     // Held for the whole run when cutover switches: no deploy may interleave.
-    let guard;
+    let plans;
+    let lines;
     let switcher = match &args.switch_command {
         Some(command) => Switcher::Command(command),
-        None if settings::on_hosts(&args.target, &config)? => {
-            let fleet = crate::fleet::Fleet::open(&config, &args.target, printer)?;
-            fleet.require(&a)?;
-            fleet.require(&b)?;
-            Switcher::Fleet(std::sync::Mutex::new(fleet))
-        }
         None => {
-            let deploy = settings::existing_deploy_path(&args.target, &config)?;
-            deploy.require_release(&a)?;
-            deploy.require_release(&b)?;
-            let plan = refresh::plan(&config, &deploy)?;
+            plans = settings::host_plans(&args.target, &config)?;
+            lines = HostLines::new(printer, &plans);
             let change = ChangeArgs {
                 dry_run: false,
                 wait_lock: args.wait_lock,
             };
-            guard = settings::guard(&deploy, &change)?;
-            Switcher::Current {
-                deploy,
-                mode: guard.mode(),
-                plan,
-                assets: settings::asset_options(&config),
-            }
+            let access = settings::access(&change, false);
+            let fleet = hosts::open(
+                &plans,
+                access,
+                settings::parallel(None),
+                hosts::quiet_observer(),
+                &lines,
+            )?
+            .require_open("nothing was switched")?
+            .require_releases(&[&a, &b])?;
+            Switcher::Fleet(std::sync::Mutex::new(fleet))
         }
     };
     switcher.switch_to(&a)?;
@@ -312,6 +307,7 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
             ),
             causes: Vec::new(),
             hints,
+            hosts: None,
         })
     }
 }
@@ -323,19 +319,11 @@ impl Switched {
     }
 }
 
-/// How a flip happens: cutover's own switch + refresh, or the user's command.
-// One value per run: the size difference between the variants costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// How a flip happens: cutover's own switch, refresh and check on every host (a deploy
+/// path given with `--to` is a fleet of one), or the user's command.
 enum Switcher<'a> {
-    Current {
-        deploy: DeployPath,
-        mode: Mode<'a>,
-        plan: Option<RefreshPlan>,
-        assets: cutover_core::assets::AssetOptions,
-    },
+    Fleet(std::sync::Mutex<cutover_pipeline::Fleet<'a>>),
     Command(&'a str),
-    /// Every host of [hosts], over one open session each.
-    Fleet(std::sync::Mutex<crate::fleet::Fleet>),
 }
 
 impl Switcher<'_> {
@@ -343,24 +331,11 @@ impl Switcher<'_> {
     /// the refresh comes after it, so its time counts toward visibility.
     fn switch_to(&self, id: &ReleaseId) -> Result<Switched> {
         match self {
-            Switcher::Current {
-                deploy,
-                mode,
-                plan,
-                assets,
-            } => {
-                let activation = activate(deploy, id, EventKind::Switched, *mode, assets)?;
-                let renamed = Instant::now();
-                if !activation.unchanged {
-                    refresh::after_switch(
-                        plan.as_ref(),
-                        deploy,
-                        *mode,
-                        id,
-                        activation.previous.as_ref(),
-                    )?;
-                }
-                Ok(Switched(renamed))
+            Switcher::Fleet(fleet) => {
+                let mut fleet = fleet.lock().map_err(|_| {
+                    CommandError::internal("the fleet session was poisoned by a panic")
+                })?;
+                Ok(Switched(fleet.switch_to(id)?))
             }
             Switcher::Command(command) => {
                 let here =
@@ -374,15 +349,6 @@ impl Switcher<'_> {
                     &cutover_core::stage::Silent,
                 )?;
                 Ok(Switched(Instant::now()))
-            }
-            Switcher::Fleet(fleet) => {
-                let mut fleet = fleet.lock().map_err(|_| CommandError {
-                    kind: crate::error::Kind::Failed,
-                    message: "the fleet session was poisoned by a panic".into(),
-                    causes: Vec::new(),
-                    hints: Vec::new(),
-                })?;
-                Ok(Switched(fleet.switch_to(id)?))
             }
         }
     }

@@ -16,27 +16,34 @@ use std::time::Duration;
 
 use cutover_protocol::{recv, send, Limits, ProtocolError, Reply, Request, PROTOCOL};
 
-use crate::error::{CommandError, Kind, Result};
+use crate::plan::{SshTarget, Transport};
+use crate::HostError;
+
+type Result<T, E = HostError> = std::result::Result<T, E>;
 
 /// Exit statuses of our remote one-liners (sh uses 126/127 for its own failures).
 const AGENT_MISSING: i32 = 97;
 const WRONG_PLATFORM: i32 = 98;
 
-/// Where and how to reach one host.
+/// Where and how to reach one host's agent.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
-    /// `None`: this machine.
-    pub ssh: Option<String>,
-    pub ssh_options: Vec<String>,
-    /// Where ssh runs (the config file's directory), so relative paths in options work.
-    pub ssh_cwd: PathBuf,
+    pub transport: Transport,
     pub path: PathBuf,
+}
+
+impl Target {
+    fn ssh(&self) -> Option<&SshTarget> {
+        match &self.transport {
+            Transport::Ssh(ssh) => Some(ssh),
+            _ => None,
+        }
+    }
 }
 
 /// An open session with one host's agent.
 pub struct Agent {
-    pub name: String,
     child: Child,
     input: BufReader<ChildStdout>,
     output: Counting<BufWriter<ChildStdin>>,
@@ -54,7 +61,6 @@ impl Agent {
                 match Agent::spawn(target)? {
                     Spawned::Ready(agent) => Ok(*agent),
                     Spawned::Missing => Err(host_error(
-                        &target.name,
                         "the agent is still missing after uploading it",
                         Vec::new(),
                     )),
@@ -64,11 +70,11 @@ impl Agent {
     }
 
     fn spawn(target: &Target) -> Result<Spawned> {
-        let mut command = match &target.ssh {
-            Some(_) => {
+        let mut command = match target.ssh() {
+            Some(ssh) => {
                 let bin = quote(&agent_path(&target.path).display().to_string());
                 let script = format!("test -x {bin} || exit {AGENT_MISSING}; exec {bin} agent");
-                ssh_command(target, &script)
+                ssh_command(ssh, &script)
             }
             None => {
                 let mut command = Command::new(self_exe()?);
@@ -80,23 +86,18 @@ impl Agent {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| {
-            host_error(
-                &target.name,
-                &format!("could not start ssh: {e}"),
-                Vec::new(),
-            )
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| host_error(&format!("could not start ssh: {e}"), Vec::new()))?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(pipe) = child.stderr.take() {
             let tail = Arc::clone(&stderr);
             std::thread::spawn(move || collect_tail(pipe, &tail));
         }
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(host_error(&target.name, "no pipes to ssh", Vec::new()));
+            return Err(host_error("no pipes to ssh", Vec::new()));
         };
         let mut agent = Agent {
-            name: target.name.clone(),
             child,
             input: BufReader::with_capacity(64 * 1024, stdout),
             output: Counting::new(BufWriter::with_capacity(256 * 1024, stdin)),
@@ -147,23 +148,14 @@ impl Agent {
         self.reply()
     }
 
-    /// Sends without waiting for the reply (see `fleet::switch_all`).
+    /// Sends without waiting for the reply (the fleet's broadcast).
     pub fn send(&mut self, request: &Request) -> Result<()> {
         send(&mut self.output, request).map_err(|e| self.protocol_error(e))
     }
 
     pub fn reply(&mut self) -> Result<Reply> {
         match recv::<Reply>(&mut self.input, &Limits::DEFAULT) {
-            Ok(Reply::Failed(failure)) => Err(CommandError {
-                kind: if failure.usage {
-                    Kind::Usage
-                } else {
-                    Kind::Failed
-                },
-                message: format!("{}: {}", self.name, failure.message),
-                causes: failure.causes,
-                hints: failure.hints,
-            }),
+            Ok(Reply::Failed(failure)) => Err(HostError::from_failure(failure)),
             Ok(reply) => Ok(reply),
             Err(e) => Err(self.protocol_error(e)),
         }
@@ -179,7 +171,7 @@ impl Agent {
     }
 
     /// A broken or hostile conversation: say what ssh and the agent printed, if anything.
-    pub fn protocol_error(&mut self, error: ProtocolError) -> CommandError {
+    pub fn protocol_error(&mut self, error: ProtocolError) -> HostError {
         let disconnect = error.is_disconnect();
         let status = if disconnect {
             self.wait_exit(Duration::from_secs(2))
@@ -199,7 +191,7 @@ impl Agent {
         } else {
             format!("refused what the agent sent: {error}")
         };
-        let mut error = host_error(&self.name, &message, causes);
+        let mut error = host_error(&message, causes);
         if !disconnect {
             error.hints = vec![
                 "the agent misbehaved; nothing it sent was acted on. Remove <path>/.cutover/bin on the host to force a fresh upload".into(),
@@ -248,12 +240,10 @@ enum Spawned {
     Missing,
 }
 
-fn host_error(host: &str, message: &str, causes: Vec<String>) -> CommandError {
-    CommandError {
-        kind: Kind::Failed,
-        message: format!("{host}: {message}"),
+fn host_error(message: &str, causes: Vec<String>) -> HostError {
+    HostError {
         causes,
-        hints: Vec::new(),
+        ..HostError::failed(message)
     }
 }
 
@@ -268,13 +258,13 @@ fn collect_tail(pipe: impl Read, tail: &Mutex<VecDeque<String>>) {
     }
 }
 
-fn ssh_command(target: &Target, script: &str) -> Command {
+fn ssh_command(target: &SshTarget, script: &str) -> Command {
     let mut command = Command::new("ssh");
-    command.current_dir(&target.ssh_cwd);
-    command.args(&target.ssh_options);
+    command.current_dir(&target.cwd);
+    command.args(&target.options);
     // No password prompts (we own stdin), no pty (binary frames), no forwarding.
     command.args(["-T", "-a", "-x", "-o", "BatchMode=yes"]);
-    let dest = target.ssh.as_deref().unwrap_or_default();
+    let dest = target.destination.as_str();
     let (host, port) = split_port(dest);
     if let Some(port) = port {
         command.args(["-p", port]);
@@ -304,11 +294,10 @@ pub fn quote(text: &str) -> String {
 }
 
 fn self_exe() -> Result<PathBuf> {
-    std::env::current_exe().map_err(|e| CommandError {
-        kind: Kind::Failed,
-        message: format!("cannot find this cutover executable to run as the agent: {e}"),
-        causes: Vec::new(),
-        hints: Vec::new(),
+    std::env::current_exe().map_err(|e| {
+        HostError::failed(format!(
+            "cannot find this cutover executable to run as the agent: {e}"
+        ))
     })
 }
 
@@ -327,11 +316,10 @@ fn agent_name() -> Result<&'static str> {
             &hex[..16]
         ))
     });
-    name.as_deref().map_err(|e| CommandError {
-        kind: Kind::Failed,
-        message: format!("cannot read this cutover executable to upload it: {e}"),
-        causes: Vec::new(),
-        hints: Vec::new(),
+    name.as_deref().map_err(|e| {
+        HostError::failed(format!(
+            "cannot read this cutover executable to upload it: {e}"
+        ))
     })
 }
 
@@ -347,6 +335,11 @@ fn agent_path(deploy_path: &Path) -> PathBuf {
 /// concurrent connect never runs half a binary.
 fn upload(target: &Target) -> Result<()> {
     agent_name()?;
+    let Some(ssh) = target.ssh() else {
+        return Err(HostError::internal(
+            "only an ssh host gets the agent uploaded",
+        ));
+    };
     let bin = agent_path(&target.path);
     let dir = bin.parent().unwrap_or(Path::new("/"));
     let temp = dir.join(format!(".upload-{}", std::process::id()));
@@ -360,27 +353,16 @@ fn upload(target: &Target) -> Result<()> {
         temp = quote(&temp.display().to_string()),
         bin = quote(&bin.display().to_string()),
     );
-    let mut command = ssh_command(target, &script);
+    let mut command = ssh_command(ssh, &script);
     let exe = self_exe()?;
-    let file = std::fs::File::open(&exe).map_err(|e| {
-        host_error(
-            &target.name,
-            &format!("cannot read {}: {e}", exe.display()),
-            Vec::new(),
-        )
-    })?;
+    let file = std::fs::File::open(&exe)
+        .map_err(|e| host_error(&format!("cannot read {}: {e}", exe.display()), Vec::new()))?;
     let output = command
         .stdin(Stdio::from(file))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| {
-            host_error(
-                &target.name,
-                &format!("could not start ssh: {e}"),
-                Vec::new(),
-            )
-        })?;
+        .map_err(|e| host_error(&format!("could not start ssh: {e}"), Vec::new()))?;
     if output.status.success() {
         return Ok(());
     }
@@ -388,7 +370,7 @@ fn upload(target: &Target) -> Result<()> {
         .lines()
         .map(str::to_string)
         .collect();
-    let mut error = host_error(&target.name, "could not upload the agent", causes);
+    let mut error = host_error("could not upload the agent", causes);
     error.hints = vec![if output.status.code() == Some(WRONG_PLATFORM) {
         "deploy from a machine of the same platform as the hosts (cutover uploads itself)".into()
     } else {

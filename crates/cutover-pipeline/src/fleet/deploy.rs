@@ -1,0 +1,182 @@
+//! A deploy: stage everywhere, switch everywhere, refresh and check, commit, clean up.
+
+use std::time::Instant;
+
+use cutover_core::history::Source;
+use cutover_core::ReleaseId;
+use cutover_protocol::StageSpec;
+
+use super::{Fleet, AS_IT_WAS};
+use crate::host::StageOrder;
+use crate::{FleetError, HostReport, HostState, SourceTree};
+
+/// Everything a deploy needs, resolved once by the caller.
+pub struct DeployJob {
+    pub tree: SourceTree,
+    /// The id to give the release; default a timestamp no host has.
+    pub release: Option<ReleaseId>,
+    pub spec: StageSpec,
+    pub source: Source,
+    /// Releases kept on each host once the new one stands.
+    pub keep: usize,
+    /// Plan only: nothing is created, locked or changed on any host.
+    pub dry_run: bool,
+}
+
+pub struct DeployOutcome {
+    pub release: ReleaseId,
+    pub dry_run: bool,
+    pub hosts: Vec<HostReport>,
+    /// Between the first and the last host's rename, by each host's clock.
+    pub switch_skew_us: Option<u64>,
+    pub total_ms: u64,
+}
+
+impl Fleet<'_> {
+    pub fn deploy(self, job: &DeployJob) -> Result<DeployOutcome, FleetError> {
+        let started = Instant::now();
+        let mut fleet = self.require_open("nothing was staged or switched")?;
+        let release = match &job.release {
+            Some(id) => id.clone(),
+            None => match fleet.fresh_id() {
+                Some(id) => id,
+                None => return Err(fleet.failure("no free release id for this second", AS_IT_WAS)),
+            },
+        };
+        let hosts = fleet.slots.len();
+        fleet.progress.phase(&format!(
+            "{} {release} on {hosts} host{}",
+            if job.dry_run { "planning" } else { "staging" },
+            if hosts == 1 { "" } else { "s" }
+        ));
+        let order = StageOrder {
+            release: &release,
+            spec: &job.spec,
+            source: &job.source,
+            dry_run: job.dry_run,
+        };
+        let progress = fleet.progress;
+        for slot in &mut fleet.slots {
+            super::set(slot, progress, HostState::Staging);
+        }
+        let staged = fleet.each(|slot| slot.host()?.stage(&order, &job.tree));
+        for (slot, staged) in fleet.slots.iter_mut().zip(staged) {
+            let Some(staged) = staged else { continue };
+            slot.report.files = Some(staged.stats);
+            slot.report.assets = Some(staged.assets);
+            slot.report.files_sent = Some(staged.files_sent);
+            slot.report.bytes_sent = Some(staged.bytes_sent);
+            slot.report.stage_ms = Some(staged.stage_ms);
+            if job.dry_run {
+                super::set(slot, progress, HostState::Planned);
+            } else {
+                slot.staged = Some(release.clone());
+                super::set(slot, progress, HostState::Staged);
+            }
+        }
+        if fleet.any_failed() {
+            fleet.abort_all();
+            return Err(fleet.failure("staging failed on a host; no host was switched", AS_IT_WAS));
+        }
+        if job.dry_run {
+            for slot in &mut fleet.slots {
+                let mut after = slot.opened.releases.clone();
+                after.push(release.clone());
+                let current = slot.opened.current.as_ref();
+                let removed =
+                    cutover_core::cleanup::removable(&after, job.keep, Some(&release), current);
+                let kept = after
+                    .iter()
+                    .filter(|id| !removed.contains(id))
+                    .cloned()
+                    .collect();
+                slot.report.cleanup = Some(cutover_core::cleanup::CleanupReport {
+                    removed,
+                    kept,
+                    debris: Vec::new(),
+                });
+            }
+            return Ok(DeployOutcome {
+                release,
+                dry_run: true,
+                hosts: fleet.into_reports(),
+                switch_skew_us: None,
+                total_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+
+        fleet.progress.phase(&format!(
+            "switching {hosts} host{} to {release}",
+            if hosts == 1 { "" } else { "s" }
+        ));
+        if let Err(not) = fleet.switch_everywhere(&release, false, HostState::Deployed) {
+            return Err(fleet.failure(not.summary, not.state));
+        }
+        for slot in &mut fleet.slots {
+            slot.staged = None;
+        }
+
+        // Only now, with every check passed: a deploy switched back keeps every release.
+        let keep = job.keep;
+        let cleaned = fleet.pool.install(|| {
+            use rayon::prelude::*;
+            fleet
+                .slots
+                .par_iter_mut()
+                .map(|slot| slot.host().and_then(|h| h.cleanup(keep, false)))
+                .collect::<Vec<_>>()
+        });
+        for (slot, cleaned) in fleet.slots.iter_mut().zip(cleaned) {
+            match cleaned {
+                Ok(report) => slot.report.cleanup = Some(report),
+                Err(e) => slot.report.warnings.push(format!(
+                    "deployed, but old releases were not removed: {}",
+                    e.one_line()
+                )),
+            }
+        }
+        job.tree.remember();
+        let switch_skew_us = fleet.skew();
+        Ok(DeployOutcome {
+            release,
+            dry_run: false,
+            hosts: fleet.into_reports(),
+            switch_skew_us,
+            total_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// A timestamp id no host has yet (Capistrano's format).
+    fn fresh_id(&self) -> Option<ReleaseId> {
+        let base = ReleaseId::timestamp(time::OffsetDateTime::now_utc());
+        let taken = |id: &ReleaseId| self.slots.iter().any(|s| s.opened.releases.contains(id));
+        let mut id = base.clone();
+        for n in 2..10_000 {
+            if !taken(&id) {
+                return Some(id);
+            }
+            id = base.with_suffix(n);
+        }
+        None
+    }
+
+    /// Hosts that staged drop the release; the others never had it.
+    fn abort_all(&mut self) {
+        let progress = self.progress;
+        for slot in &mut self.slots {
+            let Some(release) = slot.staged.take() else {
+                continue;
+            };
+            let outcome = slot.host().and_then(|h| h.abort(&release));
+            if !slot.failed() {
+                super::set(slot, progress, HostState::NotSwitched);
+            }
+            if let Err(e) = outcome {
+                slot.report.warnings.push(format!(
+                    "the staged release stays until the next deploy: {}",
+                    e.one_line()
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Switching every host to one release at once: tentative until every host has refreshed
+//! and passed its check, then committed; on any failure every host goes back.
+
+use std::time::Instant;
+
+use cutover_core::ReleaseId;
+use cutover_protocol::SwitchRequest;
+use rayon::prelude::*;
+
+use super::{fail, set, Fleet, Slot, AS_IT_WAS};
+use crate::{FleetError, HostError, HostReport, HostState};
+
+/// What `switch` and `rollback` did on every host.
+pub struct SwitchOutcome {
+    pub release: ReleaseId,
+    pub hosts: Vec<HostReport>,
+    /// Between the first and the last host's rename, by each host's clock.
+    pub switch_skew_us: Option<u64>,
+}
+
+/// Why a switch did not stand, and what it left.
+pub(super) struct NotSwitched {
+    pub summary: &'static str,
+    pub state: String,
+}
+
+impl Fleet<'_> {
+    /// `cutover switch` (`release` given) and `cutover rollback` (`release` or the one
+    /// before current, which must be the same on every host).
+    pub fn activate(
+        self,
+        release: Option<ReleaseId>,
+        rollback: bool,
+        dry_run: bool,
+    ) -> Result<SwitchOutcome, FleetError> {
+        let mut fleet = self.require_open("nothing was switched")?;
+        let release = match release {
+            Some(release) => release,
+            None => match fleet.rollback_target() {
+                Ok(release) => release,
+                Err(summary) => return Err(fleet.failure(summary, AS_IT_WAS)),
+            },
+        };
+        let mut fleet = fleet.require_releases(&[&release])?;
+        for slot in &mut fleet.slots {
+            slot.report.unchanged = Some(dry_run || slot.opened.current.as_ref() == Some(&release));
+        }
+        if dry_run {
+            let progress = fleet.progress;
+            fleet
+                .slots
+                .iter_mut()
+                .for_each(|s| set(s, progress, HostState::Planned));
+        } else {
+            let done = if rollback {
+                HostState::RolledBack
+            } else {
+                HostState::Switched
+            };
+            if let Err(not) = fleet.switch_everywhere(&release, rollback, done) {
+                return Err(fleet.failure(not.summary, not.state));
+            }
+        }
+        let switch_skew_us = fleet.skew();
+        Ok(SwitchOutcome {
+            release,
+            hosts: fleet.into_reports(),
+            switch_skew_us,
+        })
+    }
+
+    /// One flip of `cutover verify`: every host to `release`, refreshed and checked.
+    /// Returns when the last rename was confirmed; the sessions stay open.
+    pub fn switch_to(&mut self, release: &ReleaseId) -> Result<Instant, FleetError> {
+        self.switch_everywhere(release, false, HostState::Switched)
+            .map_err(|not| FleetError {
+                kind: crate::HostErrorKind::Failed,
+                summary: not.summary.to_string(),
+                state: not.state,
+                hosts: self.slots.iter().map(|s| s.report.clone()).collect(),
+            })
+    }
+
+    /// The release before current, which must be the same on every host.
+    fn rollback_target(&mut self) -> Result<ReleaseId, String> {
+        let progress = self.progress;
+        let mut targets = Vec::new();
+        for slot in &mut self.slots {
+            let target = match &slot.opened.current {
+                None => Err(HostError::usage(
+                    "there is no current release",
+                    "name the release: `cutover rollback <id>`",
+                )),
+                Some(current) => cutover_core::cleanup::staged_before(&slot.opened.releases, current)
+                    .ok_or_else(|| {
+                        HostError::usage(
+                            format!("there is no release before `{current}` to roll back to"),
+                            "`cutover releases` lists the releases; name one with `cutover rollback <id>`, or deploy another first",
+                        )
+                    }),
+            };
+            match target {
+                Ok(target) => targets.push((slot.report.host.clone(), target)),
+                Err(error) => fail(slot, progress, error),
+            }
+        }
+        if self.any_failed() {
+            return Err(
+                "there is no release to roll back to on a host; nothing was switched".into(),
+            );
+        }
+        let first = targets
+            .first()
+            .map(|(_, t)| t.clone())
+            .ok_or("no hosts selected")?;
+        if targets.iter().any(|(_, t)| *t != first) {
+            let list: Vec<String> = targets.iter().map(|(h, t)| format!("{h}: {t}")).collect();
+            return Err(format!(
+                "the hosts would roll back to different releases ({}); name the release to go to on every host: `cutover rollback <id>`",
+                list.join(", ")
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Switches every host to `release` at once, then refreshes and checks each; returns
+    /// when the last rename was confirmed. If any host fails, every host that switched
+    /// goes back.
+    pub(super) fn switch_everywhere(
+        &mut self,
+        release: &ReleaseId,
+        rollback: bool,
+        done: HostState,
+    ) -> Result<Instant, NotSwitched> {
+        // Tentative: an agent whose session ends before the commit goes back by itself, so
+        // a deploy killed (or cut off) between switch and commit leaves every host on the
+        // old release rather than some on each.
+        let request = SwitchRequest {
+            release: release.clone(),
+            rollback,
+            tentative: true,
+        };
+        self.switch_all(|slot| {
+            (slot.opened.current.as_ref() != Some(release)).then(|| request.clone())
+        });
+        let renamed = Instant::now();
+        if self.any_failed() {
+            self.roll_back_all();
+            return Err(self.not_switched(
+                "the switch failed on a host; every host that switched was switched back",
+            ));
+        }
+        let progress = self.progress;
+        let refreshed = self.each(|slot| match slot.switched {
+            true => slot.host()?.refresh(release),
+            false => Ok(None),
+        });
+        for (slot, report) in self.slots.iter_mut().zip(refreshed) {
+            if let Some(report) = report {
+                slot.report.refresh = report;
+                set(slot, progress, done);
+            }
+        }
+        if self.any_failed() {
+            self.roll_back_all();
+            return Err(self.not_switched("the refresh or health check failed on a host; every host was switched back to its previous release"));
+        }
+        self.broadcast(
+            |slot| slot.switched.then_some(()),
+            |host, ()| host.send_commit(),
+            |slot| slot.host()?.committed(),
+        );
+        if self.any_failed() {
+            self.roll_back_all();
+            return Err(self.not_switched("a host was lost before the commit and went back by itself; every host was switched back"));
+        }
+        for slot in &mut self.slots {
+            slot.opened.current = Some(release.clone());
+            slot.switched = false;
+        }
+        Ok(renamed)
+    }
+
+    fn not_switched(&self, summary: &'static str) -> NotSwitched {
+        let back: Vec<String> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.report.previous.as_ref().map(|p| format!("{p}")))
+            .collect();
+        let state = match back.first() {
+            Some(first) if back.iter().all(|b| b == first) && self.slots.len() == 1 => {
+                format!("`current` was switched back to {first}, which is live again")
+            }
+            Some(first) if back.iter().all(|b| b == first) => {
+                format!("{first} is live again on every host")
+            }
+            Some(_) => "every host is on the release it had before".into(),
+            None => "there was no earlier release to go back to".into(),
+        };
+        NotSwitched { summary, state }
+    }
+
+    /// Switches the hosts `request` returns a request for.
+    fn switch_all(&mut self, request: impl Fn(&Slot) -> Option<SwitchRequest>) {
+        let replies = self.broadcast(
+            request,
+            |host, r| host.send_switch(&r),
+            |slot| slot.host()?.switched(),
+        );
+        for (slot, switched) in self.slots.iter_mut().zip(replies) {
+            let Some(switched) = switched else { continue };
+            slot.switched = !switched.unchanged;
+            slot.report.switched_at_us = Some(switched.at_us);
+            slot.report.warnings.extend(switched.warnings);
+            if !slot.failed() {
+                set(slot, self.progress, HostState::Switched);
+            }
+        }
+    }
+
+    /// Sends one request to every host `make` returns one for, then reads the replies in
+    /// the same order: the hosts act as close to the same moment as the connections allow.
+    fn broadcast<R, T>(
+        &mut self,
+        make: impl Fn(&Slot) -> Option<R>,
+        send: impl Fn(&mut dyn crate::Host, R) -> Result<(), HostError>,
+        reply: impl Fn(&mut Slot) -> Result<T, HostError>,
+    ) -> Vec<Option<T>> {
+        let progress = self.progress;
+        let mut sent = vec![false; self.slots.len()];
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(request) = make(slot) else { continue };
+            match slot.host().and_then(|host| send(host, request)) {
+                Ok(()) => sent[i] = true,
+                Err(e) => fail(slot, progress, e),
+            }
+        }
+        self.slots
+            .iter_mut()
+            .zip(sent)
+            .map(|(slot, sent)| {
+                if !sent {
+                    return None;
+                }
+                match reply(slot) {
+                    Ok(value) => Some(value),
+                    Err(e) => {
+                        fail(slot, progress, e);
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Every host that switched goes back to the release it had, and refreshes for it.
+    fn roll_back_all(&mut self) {
+        let targets: Vec<Option<ReleaseId>> = self
+            .slots
+            .iter()
+            .map(|s| s.switched.then(|| s.opened.current.clone()).flatten())
+            .collect();
+        self.switch_all_to(&targets);
+        let progress = self.progress;
+        self.pool.install(|| {
+            self.slots
+                .par_iter_mut()
+                .zip(targets.par_iter())
+                .for_each(|(slot, target)| {
+                    let Some(previous) = target else { return };
+                    let outcome = slot.host().and_then(|h| h.refresh(previous));
+                    if !slot.failed() {
+                        set(slot, progress, HostState::RolledBack);
+                    }
+                    if let Err(e) = outcome {
+                        slot.report.warnings.push(format!(
+                            "switched back to {previous}, but its refresh failed: {}",
+                            e.one_line()
+                        ));
+                    }
+                })
+        });
+    }
+
+    /// Going back: not tentative, and a host that failed is still sent back.
+    fn switch_all_to(&mut self, targets: &[Option<ReleaseId>]) {
+        let mut sent = vec![false; self.slots.len()];
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(release) = &targets[i] else { continue };
+            let request = SwitchRequest {
+                release: release.clone(),
+                rollback: true,
+                tentative: false,
+            };
+            sent[i] = slot.host().and_then(|h| h.send_switch(&request)).is_ok();
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !sent[i] {
+                continue;
+            }
+            match slot.host().and_then(|h| h.switched()) {
+                Ok(_) => slot.switched = false,
+                Err(e) => slot
+                    .report
+                    .warnings
+                    .push(format!("could not switch back: {}", e.one_line())),
+            }
+        }
+    }
+
+    pub(super) fn skew(&self) -> Option<u64> {
+        let times: Vec<u64> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.report.switched_at_us)
+            .collect();
+        Some(times.iter().max()? - times.iter().min()?)
+    }
+}

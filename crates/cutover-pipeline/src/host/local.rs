@@ -1,0 +1,516 @@
+//! The host this process runs on: every step is a direct call into cutover-core and
+//! cutover-refresh. The agent on a remote machine is this same type behind a dispatcher.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cutover_core::assets::AssetOptions;
+use cutover_core::cleanup::CleanupReport;
+use cutover_core::deploy::{self, DeployOptions, Fill, SourceFill, StageJob};
+use cutover_core::history::{EventKind, Source};
+use cutover_core::listing::ReleaseList;
+use cutover_core::stage::{Observer, StageStats};
+use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
+use cutover_php::{PoolStatus, ResetReport};
+use cutover_protocol::{Access, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched};
+use cutover_refresh::{PoolSpec, RefreshReport, Refresher};
+
+use super::{Host, StageOrder};
+use crate::{HostError, SourceTree};
+
+pub struct LocalHost {
+    name: String,
+    observer: Arc<dyn Observer + Send + Sync>,
+    session: Option<Session>,
+    /// Results of the halves of a switch and a commit, for the orchestrator's broadcast.
+    switched: Option<Result<Switched, HostError>>,
+    committed: Option<Result<(), HostError>>,
+}
+
+/// An open deploy path.
+struct Session {
+    deploy: DeployPath,
+    lock: Option<DeployLock>,
+    refresher: Option<Refresher>,
+    assets: AssetOptions,
+    /// The outermost directory this session created, removed again if the session ends
+    /// with no release in it (a failed first deploy leaves nothing behind).
+    created: Option<PathBuf>,
+    /// Staged in this session and not current: removed when the session ends.
+    pending: Vec<ReleaseId>,
+    /// Staged in this session, with what from: its assets were carried while staging, and
+    /// a commit to it is a deploy.
+    fresh: Vec<(ReleaseId, Source)>,
+    /// A switch not yet committed: the release to go back to if the session ends first.
+    revert: Option<ReleaseId>,
+    /// The release a commit makes final.
+    switched_to: Option<ReleaseId>,
+}
+
+impl Session {
+    fn mode(&self) -> Mode<'_> {
+        self.lock.as_ref().map_or(Mode::DryRun, Mode::Apply)
+    }
+
+    fn changing(&self) -> Result<(&DeployPath, Mode<'_>), HostError> {
+        match &self.lock {
+            Some(lock) => Ok((&self.deploy, Mode::Apply(lock))),
+            None => Err(HostError::internal(
+                "the deploy path was opened without the lock; this is a bug in cutover",
+            )),
+        }
+    }
+
+    /// Undoes an uncommitted switch, removes what this session staged and never switched
+    /// to, lets the lock go, and removes a deploy path this session created for nothing.
+    fn end(mut self) {
+        if let (Some(lock), Some(previous)) = (&self.lock, self.revert.take()) {
+            let mode = Mode::Apply(lock);
+            let back = cutover_core::activate::activate(
+                &self.deploy,
+                &previous,
+                EventKind::RolledBack,
+                mode,
+                &self.assets,
+            );
+            if back.is_ok() {
+                if let Some(refresher) = &self.refresher {
+                    let _ = refresher.run(&self.deploy, &previous);
+                }
+            }
+        }
+        if let Some(lock) = &self.lock {
+            for release in self.pending.drain(..) {
+                let _ = deploy::discard_release(&self.deploy, &release, Mode::Apply(lock));
+            }
+        }
+        let empty = self.lock.is_some()
+            && self.deploy.current_release().ok().flatten().is_none()
+            && self
+                .deploy
+                .releases()
+                .map(|r| r.is_empty())
+                .unwrap_or(false);
+        drop(self.lock.take());
+        if let (true, Some(dir)) = (empty, &self.created) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl LocalHost {
+    pub fn new(name: impl Into<String>, observer: Arc<dyn Observer + Send + Sync>) -> Self {
+        LocalHost {
+            name: name.into(),
+            observer,
+            session: None,
+            switched: None,
+            committed: None,
+        }
+    }
+
+    fn session(&self) -> Result<&Session, HostError> {
+        self.session.as_ref().ok_or_else(not_open)
+    }
+
+    fn session_mut(&mut self) -> Result<&mut Session, HostError> {
+        self.session.as_mut().ok_or_else(not_open)
+    }
+
+    pub fn deploy_path(&self) -> Option<&DeployPath> {
+        self.session.as_ref().map(|s| &s.deploy)
+    }
+
+    pub fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError> {
+        if let Some(session) = self.session.take() {
+            session.end();
+        }
+        let deploy = DeployPath::new(&request.path)?;
+        // Refuse a `current` that is a real directory before creating anything beside it.
+        deploy.current_link()?;
+        // Checked on this host before anything is created, staged or switched.
+        let refresher = match request.access {
+            Access::Read => None,
+            _ => Refresher::prepare(&request.refresh, &deploy)?,
+        };
+        let mut created = None;
+        let lock = match request.access {
+            Access::Lock { wait_ms, create } => {
+                if !create && !deploy.exists() {
+                    return Err(missing(&deploy));
+                }
+                created = deploy.outermost_missing();
+                deploy.ensure_layout()?;
+                let wait = wait_ms.map(Duration::from_millis);
+                match cutover_core::DeployLock::acquire(&deploy.lock_file(), wait) {
+                    Ok(lock) => Some(lock),
+                    Err(e) => {
+                        if let Some(dir) = &created {
+                            let _ = std::fs::remove_dir_all(dir);
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            Access::Read => {
+                if !deploy.exists() {
+                    return Err(missing(&deploy));
+                }
+                None
+            }
+            Access::DryRun => None,
+        };
+        let current = deploy.current_release()?;
+        let releases = if deploy.exists() {
+            deploy.releases()?
+        } else {
+            Vec::new()
+        };
+        let base = current.clone().or_else(|| releases.last().cloned());
+        let manifest_digest =
+            base.and_then(|id| cutover_core::manifest::stored_digest(&deploy.manifest_file(&id)));
+        self.session = Some(Session {
+            deploy,
+            lock,
+            refresher,
+            assets: request.assets.clone(),
+            created,
+            pending: Vec::new(),
+            fresh: Vec::new(),
+            revert: None,
+            switched_to: None,
+        });
+        Ok(Opened {
+            current,
+            releases,
+            manifest_digest,
+        })
+    }
+
+    /// Stages from a directory on this machine, linked against the previous release by
+    /// the quick check (size, mode, mtime).
+    pub fn stage_tree(
+        &mut self,
+        order: &StageOrder<'_>,
+        tree: &SourceTree,
+    ) -> Result<Staged, HostError> {
+        let observer = Arc::clone(&self.observer);
+        let session = self.session()?;
+        let deploy = &session.deploy;
+        let excludes = deploy::excludes_for(deploy, tree.dir(), tree.excludes())?;
+        let opts = options(order.spec, &session.assets, tree.dir());
+        if order.dry_run {
+            let (release, previous) =
+                deploy::begin(deploy, Some(order.release.clone()), Mode::DryRun)?;
+            let previous_dir = previous.as_ref().map(|id| deploy.release(id));
+            let populate = cutover_core::stage::Populate {
+                source: tree.dir(),
+                dest: deploy.root(),
+                previous: previous_dir.as_deref(),
+                excludes: &excludes,
+                dry_run: true,
+            };
+            let stats = cutover_core::stage::populate(&populate, observer.as_ref())?.stats;
+            return Ok(planned(release, previous, stats));
+        }
+        let mut fill = SourceFill {
+            source: tree.dir(),
+            excludes: &excludes,
+        };
+        self.stage_with(order, &opts, &mut fill, observer.as_ref())
+    }
+
+    /// The common part of staging, whatever fills the release: the steps of cutover-core
+    /// in order, and the bookkeeping that lets the session undo them.
+    pub fn stage_with(
+        &mut self,
+        order: &StageOrder<'_>,
+        opts: &DeployOptions,
+        fill: &mut dyn Fill,
+        observer: &dyn Observer,
+    ) -> Result<Staged, HostError> {
+        let started = Instant::now();
+        let session = self.session_mut()?;
+        let (release, previous) = {
+            let (deploy, mode) = session.changing()?;
+            deploy::check_shared(deploy, opts)?;
+            deploy::begin(deploy, Some(order.release.clone()), mode)?
+        };
+        let staged =
+            self.stage_prepared(order, opts, &release, previous.as_ref(), fill, observer)?;
+        let session = self.session_mut()?;
+        session.pending.push(release.clone());
+        session.fresh.push((release.clone(), order.source.clone()));
+        Ok(Staged {
+            stage_ms: started.elapsed().as_millis() as u64,
+            ..staged
+        })
+    }
+
+    /// Stages `release` after `previous`, as `begin` named them.
+    pub fn stage_prepared(
+        &mut self,
+        order: &StageOrder<'_>,
+        opts: &DeployOptions,
+        release: &ReleaseId,
+        previous: Option<&ReleaseId>,
+        fill: &mut dyn Fill,
+        observer: &dyn Observer,
+    ) -> Result<Staged, HostError> {
+        let session = self.session()?;
+        let deploy = &session.deploy;
+        let job = StageJob {
+            release,
+            previous,
+            opts,
+            source: order.source,
+        };
+        let previous_dir = previous.map(|id| deploy.release(id));
+        let (stats, assets) =
+            deploy::stage_and_commit(deploy, &job, previous_dir.as_deref(), fill, observer)?;
+        Ok(Staged {
+            release: release.clone(),
+            previous: previous.cloned(),
+            stats,
+            assets,
+            stage_ms: 0,
+            files_sent: 0,
+            bytes_sent: 0,
+        })
+    }
+
+    /// `begin` for a stage whose files arrive from elsewhere (the agent).
+    pub fn begin(
+        &mut self,
+        release: &ReleaseId,
+        dry_run: bool,
+    ) -> Result<(ReleaseId, Option<ReleaseId>), HostError> {
+        let session = self.session()?;
+        let mode = if dry_run {
+            Mode::DryRun
+        } else {
+            session.changing()?.1
+        };
+        Ok(deploy::begin(&session.deploy, Some(release.clone()), mode)?)
+    }
+
+    /// After a stage whose files arrived from elsewhere succeeded: what the session undoes.
+    pub fn staged_elsewhere(
+        &mut self,
+        release: &ReleaseId,
+        source: &Source,
+    ) -> Result<(), HostError> {
+        let session = self.session_mut()?;
+        session.pending.push(release.clone());
+        session.fresh.push((release.clone(), source.clone()));
+        Ok(())
+    }
+
+    pub fn assets(&self) -> Result<&AssetOptions, HostError> {
+        Ok(&self.session()?.assets)
+    }
+
+    pub fn switch(&mut self, request: &SwitchRequest) -> Result<Switched, HostError> {
+        let session = self.session_mut()?;
+        let kind = if request.rollback {
+            EventKind::RolledBack
+        } else {
+            EventKind::Switched
+        };
+        // A release staged in this session carried its assets while staging.
+        let fresh = session.fresh.iter().any(|(id, _)| *id == request.release);
+        let assets = if fresh {
+            AssetOptions::none()
+        } else {
+            session.assets.clone()
+        };
+        let at_us = cutover_core::manifest::now_micros();
+        let activation = cutover_core::activate::activate(
+            &session.deploy,
+            &request.release,
+            kind,
+            session.mode(),
+            &assets,
+        )?;
+        tracing::info!(host = %self.name, release = %request.release, "switched");
+        let session = self.session_mut()?;
+        if !activation.unchanged {
+            session.pending.retain(|id| *id != request.release);
+            // A later explicit switch (going back) supersedes a tentative one.
+            session.revert = if request.tentative {
+                activation.previous.clone()
+            } else {
+                None
+            };
+            session.switched_to = Some(request.release.clone());
+        }
+        Ok(Switched {
+            release: request.release.clone(),
+            previous: activation.previous,
+            at_us,
+            unchanged: activation.unchanged,
+            assets_carried: activation.assets_carried,
+            warnings: activation.warnings,
+        })
+    }
+
+    pub fn refresh_for(&mut self, release: &ReleaseId) -> Result<Option<RefreshReport>, HostError> {
+        let session = self.session()?;
+        match &session.refresher {
+            Some(refresher) => Ok(Some(refresher.run(&session.deploy, release)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn commit(&mut self) -> Result<(), HostError> {
+        let session = self.session_mut()?;
+        session.revert = None;
+        if let Some(release) = session.switched_to.take() {
+            if let Some((_, source)) = session.fresh.iter().find(|(id, _)| *id == release) {
+                cutover_core::capistrano::log_deploy(&session.deploy, &release, source);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn discard(&mut self, release: &ReleaseId) -> Result<(), HostError> {
+        let session = self.session_mut()?;
+        let (deploy, mode) = session.changing()?;
+        deploy::discard_release(deploy, release, mode)?;
+        session.pending.retain(|id| id != release);
+        Ok(())
+    }
+
+    pub fn clean(&mut self, keep: usize, dry_run: bool) -> Result<CleanupReport, HostError> {
+        let session = self.session()?;
+        let mode = if dry_run {
+            Mode::DryRun
+        } else {
+            session.changing()?.1
+        };
+        Ok(cutover_core::cleanup::cleanup(&session.deploy, keep, mode)?)
+    }
+
+    pub fn list(&self) -> Result<ReleaseList, HostError> {
+        Ok(cutover_core::listing::list(&self.session()?.deploy)?)
+    }
+
+    fn pool(&self, spec: &PoolSpec) -> Result<cutover_php::Pool, HostError> {
+        Ok(spec.pool(&self.session()?.deploy)?)
+    }
+
+    /// Ends the session as `Host::close` describes.
+    pub fn end(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.end();
+        }
+    }
+}
+
+impl Drop for LocalHost {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Host for LocalHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError> {
+        LocalHost::open(self, request)
+    }
+
+    fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError> {
+        self.stage_tree(order, tree)
+    }
+
+    fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError> {
+        self.switched = Some(self.switch(request));
+        Ok(())
+    }
+
+    fn switched(&mut self) -> Result<Switched, HostError> {
+        self.switched
+            .take()
+            .unwrap_or_else(|| Err(HostError::internal("no switch was sent")))
+    }
+
+    fn refresh(&mut self, release: &ReleaseId) -> Result<Option<RefreshReport>, HostError> {
+        self.refresh_for(release)
+    }
+
+    fn send_commit(&mut self) -> Result<(), HostError> {
+        self.committed = Some(self.commit());
+        Ok(())
+    }
+
+    fn committed(&mut self) -> Result<(), HostError> {
+        self.committed
+            .take()
+            .unwrap_or_else(|| Err(HostError::internal("no commit was sent")))
+    }
+
+    fn abort(&mut self, release: &ReleaseId) -> Result<(), HostError> {
+        self.discard(release)
+    }
+
+    fn cleanup(&mut self, keep: usize, dry_run: bool) -> Result<CleanupReport, HostError> {
+        self.clean(keep, dry_run)
+    }
+
+    fn releases(&mut self) -> Result<ReleaseList, HostError> {
+        self.list()
+    }
+
+    fn php_status(&mut self, pool: &PoolSpec) -> Result<PoolStatus, HostError> {
+        Ok(self.pool(pool)?.status()?)
+    }
+
+    fn php_reset(&mut self, pool: &PoolSpec, wait_ms: u64) -> Result<ResetReport, HostError> {
+        Ok(self.pool(pool)?.reset(Duration::from_millis(wait_ms))?)
+    }
+
+    fn close(mut self: Box<Self>) {
+        self.end();
+    }
+}
+
+/// The options cutover-core's staging takes, from what the pipeline sends.
+pub fn options(spec: &StageSpec, assets: &AssetOptions, source: &std::path::Path) -> DeployOptions {
+    DeployOptions {
+        shared_dirs: spec.shared_dirs.clone(),
+        shared_files: spec.shared_files.clone(),
+        build: spec.build.clone(),
+        before_switch: spec.before_switch.clone(),
+        release_file: spec.release_file.clone(),
+        assets: assets.clone(),
+        ..DeployOptions::new(source)
+    }
+}
+
+/// What a dry run reports for a release it did not stage.
+pub fn planned(release: ReleaseId, previous: Option<ReleaseId>, stats: StageStats) -> Staged {
+    Staged {
+        release,
+        previous,
+        stats,
+        assets: Default::default(),
+        stage_ms: 0,
+        files_sent: 0,
+        bytes_sent: 0,
+    }
+}
+
+fn missing(deploy: &DeployPath) -> HostError {
+    HostError::usage(
+        format!("{} does not exist", deploy.root().display()),
+        "check the deploy path; `cutover deploy` creates it on its first run",
+    )
+}
+
+fn not_open() -> HostError {
+    HostError::internal("no deploy path is open in this session").with_hint("send `open` first")
+}

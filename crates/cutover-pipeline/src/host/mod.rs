@@ -1,0 +1,45 @@
+//! The seam between the orchestrator and a host: every step of the pipeline is one call,
+//! typed both ways. The switch and the commit come in two halves (`send_*`, then the
+//! reply) so that a fleet can have every host act at nearly the same moment.
+
+pub mod local;
+pub mod remote;
+mod ssh;
+
+use cutover_core::cleanup::CleanupReport;
+use cutover_core::listing::ReleaseList;
+use cutover_core::ReleaseId;
+use cutover_php::{PoolStatus, ResetReport};
+use cutover_protocol::{OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched};
+use cutover_refresh::{PoolSpec, RefreshReport};
+
+use crate::{HostError, SourceTree};
+
+/// What `stage` is given besides the files.
+pub struct StageOrder<'a> {
+    pub release: &'a ReleaseId,
+    pub spec: &'a StageSpec,
+    pub source: &'a cutover_core::history::Source,
+    pub dry_run: bool,
+}
+
+pub trait Host: Send {
+    fn name(&self) -> &str;
+    fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError>;
+    /// Stages `tree` as `order.release`, not yet current (with `dry_run`: only counts).
+    fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError>;
+    fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError>;
+    fn switched(&mut self) -> Result<Switched, HostError>;
+    /// `None` when the host has nothing to do after a switch.
+    fn refresh(&mut self, release: &ReleaseId) -> Result<Option<RefreshReport>, HostError>;
+    fn send_commit(&mut self) -> Result<(), HostError>;
+    fn committed(&mut self) -> Result<(), HostError>;
+    fn abort(&mut self, release: &ReleaseId) -> Result<(), HostError>;
+    fn cleanup(&mut self, keep: usize, dry_run: bool) -> Result<CleanupReport, HostError>;
+    fn releases(&mut self) -> Result<ReleaseList, HostError>;
+    fn php_status(&mut self, pool: &PoolSpec) -> Result<PoolStatus, HostError>;
+    fn php_reset(&mut self, pool: &PoolSpec, wait_ms: u64) -> Result<ResetReport, HostError>;
+    /// Ends the session: an uncommitted switch is undone, releases staged and never
+    /// switched to are removed, the lock is released.
+    fn close(self: Box<Self>);
+}

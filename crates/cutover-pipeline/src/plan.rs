@@ -1,0 +1,37 @@
+//! One host as the settings resolved it, once, before anything is contacted.
+
+use std::path::PathBuf;
+
+use cutover_core::assets::AssetOptions;
+use cutover_refresh::RefreshSpec;
+
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    /// The `[hosts]` name; `local` for a deploy path given with `--to`.
+    pub name: String,
+    pub transport: Transport,
+    pub path: PathBuf,
+    pub refresh: RefreshSpec,
+    pub assets: AssetOptions,
+}
+
+/// How the host's steps are carried out.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Direct calls in this process.
+    InProcess,
+    /// This executable run as `cutover agent` in a child process on this machine (a
+    /// `[hosts]` entry without `ssh`): the whole protocol without a network.
+    Process,
+    Ssh(SshTarget),
+}
+
+/// Where and how to reach a host over ssh.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// `user@host`, `host:port`, or an ssh_config alias.
+    pub destination: String,
+    pub options: Vec<String>,
+    /// Where ssh runs (the config file's directory), so relative paths in options work.
+    pub cwd: PathBuf,
+}

@@ -1,0 +1,277 @@
+//! What a host must do after a switch, resolved from cutover.toml once and sent as it is
+//! to every host; `validate` runs again wherever it arrives.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cutover_config::{HealthSettings, PhpSettings, RefreshSettings, RefreshStrategy};
+use cutover_core::DeployPath;
+use serde::{Deserialize, Serialize};
+
+use crate::RefreshError;
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+const ADDRESS_HINT: &str = "write `unix:/path/to.sock`, `/path/to.sock` or `127.0.0.1:9000`";
+
+/// A php-fpm pool as cutover reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// `unix:/run/php/php8.2-fpm.sock`, a socket path, or `127.0.0.1:9000`.
+    pub fpm: String,
+    pub chroot: Option<PathBuf>,
+    /// Where the scripts the pool runs are written; default `<deploy path>/.cutover/php`.
+    pub script_dir: Option<PathBuf>,
+    pub timeout_ms: u64,
+}
+
+impl PoolSpec {
+    /// `[php]` as the config gives it; `None` without `fpm`.
+    pub fn from_settings(php: &PhpSettings) -> Result<Option<PoolSpec>, RefreshError> {
+        let Some(fpm) = &php.fpm else {
+            return Ok(None);
+        };
+        let spec = PoolSpec {
+            fpm: fpm.clone(),
+            chroot: php.fpm_chroot.clone(),
+            script_dir: None,
+            timeout_ms: POOL_TIMEOUT.as_millis() as u64,
+        };
+        spec.address()?;
+        Ok(Some(spec))
+    }
+
+    pub fn address(&self) -> Result<cutover_fastcgi::Address, RefreshError> {
+        self.fpm.parse().map_err(|e: cutover_fastcgi::Error| {
+            RefreshError::settings(format!("[php] fpm: {e}"), ADDRESS_HINT)
+        })
+    }
+
+    /// The pool for a deploy path: the scripts go into its `.cutover/php` unless given.
+    pub fn pool(&self, deploy: &DeployPath) -> Result<cutover_php::Pool, RefreshError> {
+        Ok(cutover_php::Pool {
+            address: self.address()?,
+            script_dir: self
+                .script_dir
+                .clone()
+                .unwrap_or_else(|| deploy.state_dir().join("php")),
+            chroot: self.chroot.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshSpec {
+    /// In order; never `none`.
+    pub strategies: Vec<RefreshStrategy>,
+    pub pool: Option<PoolSpec>,
+    pub fpm_pidfile: Option<PathBuf>,
+    pub command: Option<String>,
+    pub apache_pidfile: PathBuf,
+    pub apache_command: String,
+    pub wait_ms: u64,
+    pub health: Option<HealthSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// A plain `http://` URL.
+    pub url: Option<String>,
+    /// A script run straight in the pool, relative to `current/`.
+    pub fastcgi_script: Option<String>,
+    pub expect_release: bool,
+    pub timeout_ms: u64,
+}
+
+impl RefreshSpec {
+    /// `[refresh]`, `[health]` and `[php]` of one host, checked.
+    pub fn from_settings(
+        php: &PhpSettings,
+        refresh: &RefreshSettings,
+        health: &HealthSettings,
+    ) -> Result<RefreshSpec, RefreshError> {
+        let health =
+            (health.url.is_some() || health.fastcgi_script.is_some()).then(|| HealthSpec {
+                url: health.url.clone(),
+                fastcgi_script: health.fastcgi_script.clone(),
+                expect_release: health.expect_release.unwrap_or(true),
+                timeout_ms: health
+                    .timeout_seconds
+                    .map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs)
+                    .as_millis() as u64,
+            });
+        let spec = RefreshSpec {
+            strategies: refresh
+                .strategy
+                .iter()
+                .copied()
+                .filter(|s| *s != RefreshStrategy::None)
+                .collect(),
+            pool: PoolSpec::from_settings(php)?,
+            fpm_pidfile: refresh.fpm_pidfile.clone(),
+            command: refresh.command.clone(),
+            apache_pidfile: refresh
+                .apache_pidfile
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(cutover_config::DEFAULT_APACHE_PIDFILE)),
+            apache_command: refresh
+                .apache_command
+                .clone()
+                .unwrap_or_else(|| cutover_config::DEFAULT_APACHE_COMMAND.to_string()),
+            wait_ms: refresh
+                .wait_seconds
+                .map_or(DEFAULT_WAIT, Duration::from_secs)
+                .as_millis() as u64,
+            health,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Nothing to do after a switch.
+    pub fn is_empty(&self) -> bool {
+        self.strategies.is_empty() && self.health.is_none()
+    }
+
+    /// Every setting a strategy or probe needs is there and well-formed. Run where the
+    /// spec is made and again where it arrives.
+    pub fn validate(&self) -> Result<(), RefreshError> {
+        if let Some(pool) = &self.pool {
+            pool.address()?;
+        }
+        let needs = |what: &str, hint: &str| {
+            RefreshError::settings(format!("[refresh] strategy needs {what}"), hint)
+        };
+        for strategy in &self.strategies {
+            match strategy {
+                RefreshStrategy::OpcacheReset if self.pool.is_none() => {
+                    return Err(needs(
+                        "the pool's address for opcache-reset",
+                        "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table",
+                    ))
+                }
+                RefreshStrategy::FpmReload if self.fpm_pidfile.is_none() => {
+                    return Err(needs("fpm_pidfile for fpm-reload", "set `fpm_pidfile = \"/run/php/php8.2-fpm.pid\"` in [refresh], or use strategy \"command\" with `systemctl reload php8.2-fpm`"))
+                }
+                RefreshStrategy::Command if self.command.is_none() => {
+                    return Err(needs(
+                        "a command for \"command\"",
+                        "set `command = \"...\"` in [refresh]",
+                    ))
+                }
+                RefreshStrategy::None => {
+                    return Err(RefreshError::settings(
+                        "[refresh] strategy \"none\" arrived as a step",
+                        "this is a bug in the deploying cutover",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(health) = &self.health {
+            if let Some(url) = &health.url {
+                parse_http_url(url).map_err(|why| {
+                    RefreshError::settings(
+                        format!("[health] url `{url}` {why}"),
+                        "write a plain-HTTP URL such as `http://127.0.0.1/health.php` (check the app where it runs, not through TLS)",
+                    )
+                })?;
+            }
+            if health.fastcgi_script.is_some() && self.pool.is_none() {
+                return Err(RefreshError::settings(
+                    "[health] fastcgi_script needs the pool's address",
+                    "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table",
+                ));
+            }
+            if let Some(script) = &health.fastcgi_script {
+                if script.split('/').any(|part| part == "..") {
+                    return Err(RefreshError::settings(
+                        format!("[health] fastcgi_script `{script}` leaves the release"),
+                        "name a script inside the release, e.g. `public/health.php`",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms)
+    }
+}
+
+/// A plain-HTTP URL with a host: what health probes and `verify` request. `url` lowercases
+/// the scheme, so `HTTP://` is the same URL.
+pub fn parse_http_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+    if url.scheme() != "http" {
+        return Err(format!("is not an http:// URL (scheme `{}`)", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_are_parsed_by_one_rule() {
+        assert!(parse_http_url("http://127.0.0.1:8080/health.php").is_ok());
+        assert!(parse_http_url("HTTP://localhost/").is_ok());
+        assert!(parse_http_url("http://[::1]:80/x").is_ok());
+        for bad in [
+            "https://example.org/",
+            "http://[::1",
+            "http:///x",
+            "ftp://h/",
+            "/x",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_strategy_without_what_it_needs_is_refused() {
+        let refresh = RefreshSettings {
+            strategy: vec![RefreshStrategy::OpcacheReset],
+            ..RefreshSettings::default()
+        };
+        let err = RefreshSpec::from_settings(
+            &PhpSettings::default(),
+            &refresh,
+            &HealthSettings::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("opcache-reset"), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Usage);
+    }
+
+    #[test]
+    fn a_spec_that_arrives_with_a_bad_value_is_refused() {
+        let spec = RefreshSpec {
+            health: Some(HealthSpec {
+                url: Some("http://[::1".into()),
+                fastcgi_script: None,
+                expect_release: true,
+                timeout_ms: 10,
+            }),
+            ..RefreshSpec::default()
+        };
+        assert!(spec.validate().is_err());
+        let spec = RefreshSpec {
+            pool: Some(PoolSpec {
+                fpm: "tcp:nowhere".into(),
+                chroot: None,
+                script_dir: None,
+                timeout_ms: 10,
+            }),
+            ..RefreshSpec::default()
+        };
+        assert!(spec.validate().is_err());
+    }
+}

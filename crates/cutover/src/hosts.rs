@@ -1,0 +1,93 @@
+//! What every command that acts on hosts shares: opening the fleet the settings name, and
+//! the per-host table.
+
+use std::sync::Arc;
+
+use cutover_core::stage::Observer;
+use cutover_pipeline::{Fleet, HostPlan, HostReport};
+use cutover_protocol::Access;
+
+use crate::error::Result;
+use crate::printer::{human_bytes, Printer};
+use crate::progress::{HostLines, StageProgress};
+
+/// Opens every planned host. `observer` sees a local stage (files, hook output).
+pub fn open<'p>(
+    plans: &[HostPlan],
+    access: Access,
+    parallel: usize,
+    observer: Arc<dyn Observer + Send + Sync>,
+    lines: &'p HostLines,
+) -> Result<Fleet<'p>> {
+    Ok(Fleet::open(plans, access, parallel, observer, lines)?)
+}
+
+/// No progress for a local stage (commands that stage nothing).
+pub fn quiet_observer() -> Arc<dyn Observer + Send + Sync> {
+    Arc::new(cutover_core::stage::Silent)
+}
+
+/// The spinner and hook output of a stage on this machine.
+pub fn stage_observer(printer: Printer) -> Arc<StageProgress> {
+    Arc::new(StageProgress::new(printer, "staging"))
+}
+
+/// One row per host: its state, what it staged, and its error.
+pub fn table(reports: &[HostReport]) -> String {
+    let staged = reports.iter().any(|r| r.files.is_some());
+    let mut text = if staged {
+        format!(
+            "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>9}\n",
+            "HOST", "STATUS", "FILES", "LINKED", "SENT", "BYTES", "STAGE"
+        )
+    } else {
+        format!("  {:<12} {}\n", "HOST", "STATUS")
+    };
+    for r in reports {
+        if staged {
+            let (files, linked) = r.files.map_or((0, 0), |f| (f.files, f.linked));
+            text.push_str(&format!(
+                "  {:<12} {:<13} {:>7} {:>7} {:>7} {:>10} {:>7.2} s\n",
+                r.host,
+                r.status.as_str(),
+                files,
+                linked,
+                r.files_sent.unwrap_or(0),
+                human_bytes(r.bytes_sent.unwrap_or(0)),
+                r.stage_ms.unwrap_or(0) as f64 / 1000.0
+            ));
+        } else {
+            let from = r
+                .previous
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (was {p})"));
+            text.push_str(&format!("  {:<12} {}{from}\n", r.host, r.status.as_str()));
+        }
+        if let Some(error) = &r.error {
+            text.push_str(&format!("    {}\n", error.one_line()));
+        }
+    }
+    text
+}
+
+/// Each host's warnings, named by host when there are several.
+pub fn warn_each(printer: Printer, reports: &[HostReport]) {
+    for r in reports {
+        for w in &r.warnings {
+            if reports.len() == 1 {
+                printer.warn(w);
+            } else {
+                printer.warn(format!("{}: {w}", r.host));
+            }
+        }
+    }
+}
+
+/// The release every host had before, when they agree.
+pub fn common_previous(reports: &[HostReport]) -> Option<&cutover_core::ReleaseId> {
+    let first = reports.first()?.previous.as_ref()?;
+    reports
+        .iter()
+        .all(|r| r.previous.as_ref() == Some(first))
+        .then_some(first)
+}
