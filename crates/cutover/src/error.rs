@@ -117,6 +117,25 @@ impl From<cutover_php::Error> for CommandError {
     }
 }
 
+impl From<cutover_verify::Error> for CommandError {
+    fn from(error: cutover_verify::Error) -> Self {
+        use cutover_verify::Error;
+        // Each comes from one flag of `verify`: the message names it.
+        match error {
+            Error::BadMarker { source, .. } => CommandError::usage(
+                format!("--release-marker is not a valid regex: {source}"),
+                "e.g. `release=(\\S+)`",
+            ),
+            Error::NotHttp { .. } | Error::NoHost { .. } | Error::BadUrl { .. } => {
+                CommandError::usage(
+                    format!("--url {error}"),
+                    "request the app where it runs, e.g. `--url http://127.0.0.1/index.php`",
+                )
+            }
+        }
+    }
+}
+
 impl From<HostError> for CommandError {
     fn from(error: HostError) -> Self {
         CommandError {
