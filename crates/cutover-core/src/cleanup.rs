@@ -91,7 +91,7 @@ pub(crate) fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<S
                 crate::trash::discard(deploy, &path)?;
             }
             debris.push(name);
-        } else if crate::switch::is_temp_link_name(&name) {
+        } else if crate::swap::is_temp_link_name(&name) {
             if !dry_run {
                 let _ = std::fs::remove_file(&path);
             }

@@ -148,7 +148,7 @@ pub fn stage_and_commit(
         let _ = crate::trash::discard(deploy, &staging);
         return Err(Error::io("move the staged release to", release_dir, e));
     }
-    crate::switch::fsync_dir(&deploy.releases_dir())?;
+    crate::swap::fsync_dir(&deploy.releases_dir())?;
     Ok(files)
 }
 

@@ -1,7 +1,6 @@
 //! Atomic releases on a deploy path: staging, the one-rename switch, the lock, the history,
 //! rollback and cleanup. No printing and no exits here; the binary decides how to tell.
 
-pub mod activate;
 pub mod assets;
 pub mod capistrano;
 pub mod cleanup;
@@ -16,6 +15,7 @@ pub mod lock;
 pub mod manifest;
 pub mod release;
 pub mod stage;
+pub mod swap;
 pub mod switch;
 mod trash;
 pub mod tree;

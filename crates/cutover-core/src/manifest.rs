@@ -294,6 +294,46 @@ pub struct Plan {
     pub need: Vec<usize>,
 }
 
+impl Plan {
+    /// Every file sent: a host with nothing to link from.
+    pub fn everything(manifest: &Manifest) -> Plan {
+        let need = manifest
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::File { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        Plan {
+            reuse: HashMap::new(),
+            need,
+        }
+    }
+
+    /// What staging by this plan would count: files not sent are linked.
+    pub fn stats(&self, manifest: &Manifest) -> crate::stage::StageStats {
+        let mut stats = crate::stage::StageStats::default();
+        let needed: std::collections::HashSet<usize> = self.need.iter().copied().collect();
+        for (index, entry) in manifest.entries.iter().enumerate() {
+            match &entry.kind {
+                EntryKind::File { size, .. } => {
+                    stats.files += 1;
+                    stats.bytes_total += size;
+                    if needed.contains(&index) {
+                        stats.copied += 1;
+                        stats.bytes_copied += size;
+                    } else {
+                        stats.linked += 1;
+                    }
+                }
+                EntryKind::Dir => stats.dirs += 1,
+                EntryKind::Symlink { .. } => stats.symlinks += 1,
+            }
+        }
+        stats
+    }
+}
+
 /// Decides what the previous release already has. Hashes from `previous_manifest` are
 /// trusted only for files whose size, mtime and mode are still what it recorded; other
 /// candidates are hashed again.

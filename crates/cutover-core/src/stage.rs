@@ -303,7 +303,7 @@ pub fn flush(dir: &Path, written: Option<&[PathBuf]>) -> Result<()> {
                     .and_then(|f| f.sync_data())
                     .ctx("fsync", path)
             })?;
-            crate::switch::fsync_dir(dir)
+            crate::swap::fsync_dir(dir)
         }
         _ => {
             let file = File::open(dir).ctx("open", dir)?;

@@ -1,105 +1,78 @@
-//! Replacing `current` with one rename(2).
-//!
-//! `ln -sfn` in older coreutils and busybox unlinks `current` and then creates it again,
-//! so for a moment there is no `current` and requests get 404 or "No input file". A rename
-//! over an existing name is atomic: every lookup sees either the old link or the new one.
+//! Making an existing release current: `switch` and `rollback`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::history::{self, Event, EventKind};
 use crate::layout::DeployPath;
 use crate::release::ReleaseId;
+use crate::swap::switch_current;
+use crate::Mode;
 
-/// Points `current` at `releases/<id>` atomically and makes that durable.
-pub fn switch_current(deploy: &DeployPath, id: &ReleaseId) -> Result<()> {
-    deploy.require_release(id)?;
-    // Refuse before touching anything: rename over a real directory would fail half-way
-    // through a deploy, and moving a directory aside is not ours to decide.
-    deploy.current_link()?;
-    replace_symlink(
-        &deploy.current(),
-        &DeployPath::current_target(id),
-        &deploy.state_dir(),
-    )
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activation {
+    pub release: ReleaseId,
+    pub previous: Option<ReleaseId>,
+    /// Nothing was done: the release was already current, or this was a dry run.
+    pub unchanged: bool,
+    /// Static files of the release left behind, linked into this one first.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub assets_carried: u64,
+    /// What went wrong after the switch, which stands: `current` was changed all the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// Creates `link -> target` via a temporary name in `scratch` (same file system) and a
-/// rename over `link`, then fsyncs the link's directory so the switch survives a crash.
-pub fn replace_symlink(link: &Path, target: &Path, scratch: &Path) -> Result<()> {
-    let temp = temp_link_name(scratch);
-    std::os::unix::fs::symlink(target, &temp).ctx("create the temporary link", &temp)?;
-    if let Err(e) = std::fs::rename(&temp, link) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("rename the new link over", link, e));
+/// The release `rollback` goes to by default: the one staged before current.
+pub fn rollback_target(deploy: &DeployPath) -> Result<ReleaseId> {
+    let current = deploy
+        .current_release()?
+        .ok_or_else(|| Error::NoCurrentRelease(deploy.root().to_path_buf()))?;
+    crate::cleanup::staged_before(&deploy.releases()?, &current)
+        .ok_or_else(|| Error::NoEarlierRelease(current.to_string()))
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Switches to `release` and records it as `kind` (a switch or a rollback). The static
+/// assets of the release being left are first linked into `release` (added, never
+/// replacing a file), so its pages rendered a moment ago still get their CSS and JS.
+pub fn activate(
+    deploy: &DeployPath,
+    release: &ReleaseId,
+    kind: EventKind,
+    mode: Mode<'_>,
+    assets: &crate::assets::AssetOptions,
+) -> Result<Activation> {
+    deploy.require_release(release)?;
+    let previous = deploy.current_release()?;
+    let unchanged = mode.is_dry_run() || previous.as_ref() == Some(release);
+    let mut warnings = Vec::new();
+    let mut assets_carried = 0;
+    if !unchanged {
+        if let Some(leaving) = &previous {
+            let target = deploy.release(release);
+            let leaving = std::slice::from_ref(leaving);
+            assets_carried =
+                crate::assets::carry_into(deploy, release, &target, leaving, assets)?.carried;
+        }
+        switch_current(deploy, release)?;
+        // The switch is the commit point: a failure after it must not report "nothing
+        // changed", so it is a warning.
+        let mut event = Event::now(kind.clone(), release.clone());
+        event.previous = previous.clone();
+        if let Err(e) = history::append(&deploy.history_file(), &event) {
+            warnings.push(format!("switched, but the history was not updated: {e}"));
+        }
+        if kind == EventKind::RolledBack {
+            crate::capistrano::log_rollback(deploy, release);
+        }
     }
-    let parent = link.parent().unwrap_or(Path::new("."));
-    fsync_dir(parent)
-}
-
-fn temp_link_name(scratch: &Path) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    scratch.join(format!("current.{}.{seq}.tmp", std::process::id()))
-}
-
-/// Temporary links a killed switch may have left behind.
-pub(crate) fn is_temp_link_name(name: &str) -> bool {
-    name.starts_with("current.") && name.ends_with(".tmp")
-}
-
-pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    let file = std::fs::File::open(dir).ctx("open", dir)?;
-    file.sync_all().ctx("fsync", dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn switches_between_releases_with_a_relative_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let deploy = DeployPath::new(dir.path()).unwrap();
-        deploy.ensure_layout().unwrap();
-        let a = ReleaseId::parse("1").unwrap();
-        let b = ReleaseId::parse("2").unwrap();
-        std::fs::create_dir(deploy.release(&a)).unwrap();
-        std::fs::create_dir(deploy.release(&b)).unwrap();
-
-        switch_current(&deploy, &a).unwrap();
-        assert_eq!(
-            std::fs::read_link(deploy.current()).unwrap(),
-            Path::new("releases/1")
-        );
-        switch_current(&deploy, &b).unwrap();
-        assert_eq!(
-            std::fs::read_link(deploy.current()).unwrap(),
-            Path::new("releases/2")
-        );
-        let leftovers: Vec<_> = std::fs::read_dir(deploy.state_dir()).unwrap().collect();
-        assert!(
-            leftovers.is_empty(),
-            "temporary links left behind: {leftovers:?}"
-        );
-    }
-
-    #[test]
-    fn refuses_an_unknown_release_and_keeps_current() {
-        let dir = tempfile::tempdir().unwrap();
-        let deploy = DeployPath::new(dir.path()).unwrap();
-        deploy.ensure_layout().unwrap();
-        let a = ReleaseId::parse("1").unwrap();
-        std::fs::create_dir(deploy.release(&a)).unwrap();
-        switch_current(&deploy, &a).unwrap();
-        let missing = ReleaseId::parse("9").unwrap();
-        assert!(matches!(
-            switch_current(&deploy, &missing),
-            Err(Error::NoSuchRelease { .. })
-        ));
-        assert_eq!(
-            std::fs::read_link(deploy.current()).unwrap(),
-            Path::new("releases/1")
-        );
-    }
+    Ok(Activation {
+        release: release.clone(),
+        previous,
+        unchanged,
+        assets_carried,
+        warnings,
+    })
 }

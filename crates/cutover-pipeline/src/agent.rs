@@ -240,7 +240,7 @@ fn stage_received(
         return Ok(Reply::Staged(planned(
             release,
             previous,
-            planned_stats(&manifest, &plan),
+            plan.stats(&manifest),
         )));
     }
     let need = plan.need.iter().map(|&i| i as u32).collect();
@@ -291,29 +291,6 @@ fn stage_received(
         stage_ms: started.elapsed().as_millis() as u64,
         ..staged
     }))
-}
-
-/// What a stage would do, from its plan: files found in the previous release are linked.
-fn planned_stats(manifest: &Manifest, plan: &Plan) -> StageStats {
-    let mut stats = StageStats::default();
-    let needed: std::collections::HashSet<usize> = plan.need.iter().copied().collect();
-    for (index, entry) in manifest.entries.iter().enumerate() {
-        match &entry.kind {
-            cutover_core::manifest::EntryKind::File { size, .. } => {
-                stats.files += 1;
-                stats.bytes_total += size;
-                if needed.contains(&index) {
-                    stats.copied += 1;
-                    stats.bytes_copied += size;
-                } else {
-                    stats.linked += 1;
-                }
-            }
-            cutover_core::manifest::EntryKind::Dir => stats.dirs += 1,
-            _ => stats.symlinks += 1,
-        }
-    }
-    stats
 }
 
 /// How a request ended when it did not produce a reply of its own.

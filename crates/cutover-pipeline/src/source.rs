@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use cutover_core::manifest::{self, Manifest};
 use cutover_core::tree::Excludes;
@@ -16,11 +16,15 @@ pub struct SourceTree {
     dir: PathBuf,
     excludes: Excludes,
     cache: ManifestCache,
-    scanned: Mutex<Option<Arc<Manifest>>>,
-    /// Per base digest the hosts have: that manifest, read from the cache once (`None`:
-    /// not in the cache), and the delta to send against it.
-    bases: Mutex<HashMap<String, Option<Arc<Manifest>>>>,
-    deltas: Mutex<HashMap<String, Arc<ManifestPayload>>>,
+    /// Made once, before hosts stage in parallel: scanning is parallel itself (rayon), and
+    /// a lock held across it would deadlock a worker that steals another host's stage.
+    prepared: OnceLock<Prepared>,
+}
+
+struct Prepared {
+    manifest: Arc<Manifest>,
+    /// Per base digest a host has (and the cache still holds): the delta against it.
+    deltas: HashMap<String, ManifestPayload>,
 }
 
 impl SourceTree {
@@ -29,9 +33,7 @@ impl SourceTree {
             dir,
             excludes,
             cache,
-            scanned: Mutex::new(None),
-            bases: Mutex::new(HashMap::new()),
-            deltas: Mutex::new(HashMap::new()),
+            prepared: OnceLock::new(),
         }
     }
 
@@ -43,61 +45,62 @@ impl SourceTree {
         &self.excludes
     }
 
-    /// The manifest, and what to send a host whose stored manifest has `base` as digest.
-    /// The first call scans (sparing the hashing of files whose size and mtime match its
-    /// base); the rest reuse it. One delta per distinct base, not per host.
+    /// Scans the tree into its manifest (sparing the hashing of files whose size and mtime
+    /// match a base the hosts have) and computes one delta per distinct base. Called once,
+    /// by the orchestrator, outside any parallel step.
+    pub fn prepare(&self, bases: &[Option<String>]) -> Result<(), HostError> {
+        if self.prepared.get().is_some() {
+            return Ok(());
+        }
+        let mut loaded: HashMap<String, Manifest> = HashMap::new();
+        for digest in bases.iter().flatten() {
+            if !loaded.contains_key(digest) {
+                if let Some(base) = self.cache.load(digest) {
+                    loaded.insert(digest.clone(), base);
+                }
+            }
+        }
+        let _span = tracing::info_span!("scan", dir = %self.dir.display()).entered();
+        let manifest = manifest::scan(&self.dir, &self.excludes, loaded.values().next())?;
+        let deltas = loaded
+            .iter()
+            .map(|(digest, base)| {
+                (
+                    digest.clone(),
+                    ManifestPayload::Delta(manifest.delta_from(base)),
+                )
+            })
+            .collect();
+        let _ = self.prepared.set(Prepared {
+            manifest: Arc::new(manifest),
+            deltas,
+        });
+        Ok(())
+    }
+
+    /// The manifest, and what to send a host whose stored manifest has `base` as digest:
+    /// the delta when this machine still has that base, else the full manifest.
     pub fn manifest_for(
         &self,
         base: Option<&str>,
     ) -> Result<(Arc<Manifest>, ManifestPayload), HostError> {
-        let base_manifest = match base {
-            Some(digest) => {
-                let mut bases = self.bases.lock().map_err(|_| poisoned())?;
-                bases
-                    .entry(digest.to_string())
-                    .or_insert_with(|| self.cache.load(digest).map(Arc::new))
-                    .clone()
-            }
-            None => None,
-        };
-        let manifest = {
-            let mut scanned = self.scanned.lock().map_err(|_| poisoned())?;
-            match &*scanned {
-                Some(manifest) => Arc::clone(manifest),
-                None => {
-                    let _span = tracing::info_span!("scan", dir = %self.dir.display()).entered();
-                    let known = base_manifest.as_deref();
-                    let manifest = Arc::new(manifest::scan(&self.dir, &self.excludes, known)?);
-                    *scanned = Some(Arc::clone(&manifest));
-                    manifest
-                }
-            }
-        };
-        let payload = match (base, base_manifest) {
-            (Some(digest), Some(base)) => {
-                let mut deltas = self.deltas.lock().map_err(|_| poisoned())?;
-                let delta = deltas.entry(digest.to_string()).or_insert_with(|| {
-                    Arc::new(ManifestPayload::Delta(manifest.delta_from(&base)))
-                });
-                (**delta).clone()
-            }
-            _ => ManifestPayload::Full((*manifest).clone()),
-        };
-        Ok((manifest, payload))
+        let prepared = self
+            .prepared
+            .get()
+            .ok_or_else(|| HostError::internal("the manifest was not prepared before staging"))?;
+        let payload = base
+            .and_then(|digest| prepared.deltas.get(digest))
+            .cloned()
+            .unwrap_or_else(|| ManifestPayload::Full((*prepared.manifest).clone()));
+        Ok((Arc::clone(&prepared.manifest), payload))
     }
 
     /// Remembers the manifest that went out, so the next deploy sends a delta.
     pub fn remember(&self) {
-        if let Ok(scanned) = self.scanned.lock() {
-            if let Some(manifest) = &*scanned {
-                self.cache.store(manifest);
-            }
+        if let Some(prepared) = self.prepared.get() {
+            self.cache.store(&prepared.manifest);
         }
     }
-}
-
-fn poisoned() -> HostError {
-    HostError::internal("a thread staging another host panicked")
 }
 
 /// The last manifests sent from this machine, by digest, so the next deploy can send a

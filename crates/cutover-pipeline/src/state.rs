@@ -76,6 +76,10 @@ pub struct HostReport {
     pub bytes_sent: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_ms: Option<u64>,
+    /// From the switch request to the host's confirmed rename (its share of the broadcast).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_ms: Option<u64>,
+    /// Wall clock of the rename on the host, microseconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switched_at_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -43,7 +43,7 @@ pub enum Request {
         protocol: u32,
         version: String,
     },
-    Open(OpenRequest),
+    Open(Box<OpenRequest>),
     /// Answered by `Need`, then the content stream, then `Staged`; with `dry_run`, by
     /// `Staged` alone.
     Stage(Box<StageRequest>),
@@ -101,6 +101,9 @@ pub struct Opened {
     pub releases: Vec<ReleaseId>,
     /// Digest of the stored manifest of the release a new one would follow.
     pub manifest_digest: Option<String>,
+    /// Worth saying, not worth failing for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a release needs besides its files.
@@ -203,6 +206,25 @@ pub struct Failure {
     pub hints: Vec<String>,
     /// Bad input (exit 2) rather than a failed operation (exit 1).
     pub usage: bool,
+}
+
+impl Request {
+    /// The variant's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Open(_) => "open",
+            Request::Stage(_) => "stage",
+            Request::Switch(_) => "switch",
+            Request::Refresh { .. } => "refresh",
+            Request::Commit => "commit",
+            Request::Abort { .. } => "abort",
+            Request::Cleanup { .. } => "cleanup",
+            Request::Releases => "releases",
+            Request::PhpStatus(_) => "php_status",
+            Request::PhpReset { .. } => "php_reset",
+        }
+    }
 }
 
 impl Reply {

@@ -48,13 +48,7 @@ impl HealthCheck {
     ) -> Result<HealthCheck, RefreshError> {
         let mut probes = Vec::new();
         if let Some(url) = &spec.url {
-            let url = crate::parse_http_url(url).map_err(|why| {
-                RefreshError::settings(
-                    format!("[health] url `{url}` {why}"),
-                    "write a plain-HTTP URL such as `http://127.0.0.1/health.php`",
-                )
-            })?;
-            probes.push(Probe::Http(url));
+            probes.push(Probe::Http(crate::spec::health_url(url)?));
         }
         if let Some(script) = &spec.fastcgi_script {
             let pool = pool.ok_or_else(|| {
@@ -145,7 +139,7 @@ impl HealthCheck {
             Probe::Http(url) => {
                 let response = match self.http.request_url("GET", url).call() {
                     Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-                    Err(ureq::Error::Transport(e)) => return Err(e.to_string()),
+                    Err(ureq::Error::Transport(e)) => return Err(transport_error(&e)),
                 };
                 let status = response.status();
                 let mut body = Vec::new();
@@ -174,6 +168,20 @@ impl Probe {
             Probe::Http(url) => url.to_string(),
             Probe::FastCgi { pool, script } => format!("{} {}", pool, script.display()),
         }
+    }
+}
+
+/// ureq's own text repeats the URL, which the caller already names.
+fn transport_error(error: &ureq::Transport) -> String {
+    let detail = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .or_else(|| error.message().map(str::to_string))
+        .unwrap_or_else(|| error.kind().to_string());
+    match error.kind() {
+        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
+            format!("cannot connect: {detail}")
+        }
+        kind => format!("{kind}: {detail}"),
     }
 }
 

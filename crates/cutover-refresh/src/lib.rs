@@ -18,4 +18,4 @@ mod spec;
 pub use error::{ErrorKind, RefreshError};
 pub use health::{HealthCheck, HealthReport};
 pub use refresher::{RefreshReport, RefreshStep, Refresher};
-pub use spec::{parse_http_url, HealthSpec, PoolSpec, RefreshSpec};
+pub use spec::{HealthSpec, PoolSpec, RefreshSpec};

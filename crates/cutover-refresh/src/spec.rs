@@ -172,12 +172,7 @@ impl RefreshSpec {
         }
         if let Some(health) = &self.health {
             if let Some(url) = &health.url {
-                parse_http_url(url).map_err(|why| {
-                    RefreshError::settings(
-                        format!("[health] url `{url}` {why}"),
-                        "write a plain-HTTP URL such as `http://127.0.0.1/health.php` (check the app where it runs, not through TLS)",
-                    )
-                })?;
+                health_url(url)?;
             }
             if health.fastcgi_script.is_some() && self.pool.is_none() {
                 return Err(RefreshError::settings(
@@ -202,17 +197,16 @@ impl RefreshSpec {
     }
 }
 
-/// A plain-HTTP URL with a host: what health probes and `verify` request. `url` lowercases
-/// the scheme, so `HTTP://` is the same URL.
-pub fn parse_http_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
-    if url.scheme() != "http" {
-        return Err(format!("is not an http:// URL (scheme `{}`)", url.scheme()));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
-    }
-    Ok(url)
+/// A health URL: the same rule as `verify --url` (plain `http://`, with a host).
+pub(crate) fn health_url(text: &str) -> Result<url::Url, RefreshError> {
+    cutover_verify::PageUrl::parse(text)
+        .map(|page| page.url().clone())
+        .map_err(|e| {
+            RefreshError::settings(
+                format!("[health] url {e}"),
+                "write a plain-HTTP URL such as `http://127.0.0.1/health.php` (check the app where it runs, not through TLS)",
+            )
+        })
 }
 
 #[cfg(test)]
@@ -220,10 +214,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_urls_are_parsed_by_one_rule() {
-        assert!(parse_http_url("http://127.0.0.1:8080/health.php").is_ok());
-        assert!(parse_http_url("HTTP://localhost/").is_ok());
-        assert!(parse_http_url("http://[::1]:80/x").is_ok());
+    fn health_urls_follow_the_rule_of_verify() {
+        assert!(health_url("http://127.0.0.1:8080/health.php").is_ok());
+        assert!(health_url("HTTP://localhost/").is_ok());
+        assert!(health_url("http://[::1]:80/x").is_ok());
         for bad in [
             "https://example.org/",
             "http://[::1",
@@ -231,7 +225,11 @@ mod tests {
             "ftp://h/",
             "/x",
         ] {
-            assert!(parse_http_url(bad).is_err(), "{bad}");
+            let err = health_url(bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("[health] url `"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::load::{AssetFailure, Sample, Seen};
 use crate::marker::Served;
-use crate::run::{Plan, Switch};
+use crate::run::{Scenario, Switch};
 use crate::stats::Sorted;
 use crate::verdict::{AssetExample, AssetVerdict, Latency, ReleaseCounts, Verdict};
 
@@ -11,7 +11,12 @@ const AFTER_SWITCH: f64 = 5.0;
 /// Failing asset URLs shown in the verdict.
 const ASSET_EXAMPLES: usize = 5;
 
-pub(crate) fn judge(plan: &Plan, samples: &[Sample], switches: &[Switch], seconds: f64) -> Verdict {
+pub(crate) fn judge(
+    scenario: &Scenario,
+    samples: &[Sample],
+    switches: &[Switch],
+    seconds: f64,
+) -> Verdict {
     let count = |served| {
         samples
             .iter()
@@ -55,12 +60,12 @@ pub(crate) fn judge(plan: &Plan, samples: &[Sample], switches: &[Switch], second
     let failed = samples.iter().filter(|s| !s.ok()).count();
     let mixed = samples.iter().filter(|s| s.served == Served::Mixed).count();
     Verdict {
-        url: plan.page.as_given().to_string(),
-        between: [plan.a.to_string(), plan.b.to_string()],
+        url: scenario.page.as_given().to_string(),
+        between: [scenario.a.to_string(), scenario.b.to_string()],
         requests: samples.len(),
         seconds,
         requests_per_second: samples.len() as f64 / seconds.max(f64::EPSILON),
-        concurrency: plan.concurrency,
+        concurrency: scenario.concurrency,
         switches: switches.len(),
         failed,
         mixed,
@@ -81,13 +86,13 @@ pub(crate) fn judge(plan: &Plan, samples: &[Sample], switches: &[Switch], second
     }
 }
 
-pub(crate) fn judge_assets(plan: &Plan, seen: &Seen, switches: &[Switch]) -> AssetVerdict {
+pub(crate) fn judge_assets(scenario: &Scenario, seen: &Seen, switches: &[Switch]) -> AssetVerdict {
     let mut failures = seen.asset_failures.clone();
     failures.sort_by(|x, y| x.end.total_cmp(&y.end));
     let count = |keep: &dyn Fn(&AssetFailure) -> bool| failures.iter().filter(|f| keep(f)).count();
     let release = |served| match served {
-        Served::A => Some(plan.a.to_string()),
-        Served::B => Some(plan.b.to_string()),
+        Served::A => Some(scenario.a.to_string()),
+        Served::B => Some(scenario.b.to_string()),
         Served::Mixed | Served::Neither => None,
     };
     let mut examples: Vec<AssetExample> = Vec::new();
@@ -136,14 +141,14 @@ mod tests {
     use crate::load::{AssetFailure, Sample, Seen};
     use crate::marker::{Marker, Served};
     use crate::page_url::PageUrl;
-    use crate::run::{Plan, Switch};
+    use crate::run::{Scenario, Switch};
 
-    fn plan() -> Plan {
+    fn scenario() -> Scenario {
         let (a, b) = (
             ReleaseId::parse("v1").unwrap(),
             ReleaseId::parse("v2").unwrap(),
         );
-        Plan {
+        Scenario {
             page: PageUrl::parse("http://h/").unwrap(),
             marker: Marker::new(None, &a, &b).unwrap(),
             a,
@@ -191,7 +196,7 @@ mod tests {
 
     #[test]
     fn visibility_runs_until_the_last_request_not_showing_b_ends() {
-        let verdict = judge(&plan(), &samples(), &SWITCHES, 4.0);
+        let verdict = judge(&scenario(), &samples(), &SWITCHES, 4.0);
         let visibility = verdict.visibility_ms.unwrap();
         assert!((visibility - 150.0).abs() < 1e-6, "{visibility}");
         assert_eq!((verdict.failed, verdict.mixed, verdict.switches), (0, 0, 2));
@@ -205,7 +210,7 @@ mod tests {
     fn a_page_without_b_late_in_the_settle_time_means_never_visible() {
         let mut samples = samples();
         samples.push(sample(4.2, 0.010, 200, Served::Mixed));
-        let verdict = judge(&plan(), &samples, &SWITCHES, 4.5);
+        let verdict = judge(&scenario(), &samples, &SWITCHES, 4.5);
         assert_eq!(verdict.visibility_ms, None);
         assert_eq!(verdict.mixed, 1);
         assert!(!verdict.passed);
@@ -229,7 +234,7 @@ mod tests {
                 failure(1.95, 2.05, 404, Served::B),
             ],
         };
-        let assets = judge_assets(&plan(), &seen, &SWITCHES);
+        let assets = judge_assets(&scenario(), &seen, &SWITCHES);
         assert_eq!(
             (assets.requests, assets.failed, assets.not_found),
             (10, 3, 2)

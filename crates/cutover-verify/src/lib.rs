@@ -19,5 +19,5 @@ mod verdict;
 pub use error::Error;
 pub use marker::Marker;
 pub use page_url::PageUrl;
-pub use run::{run, Flip, Plan};
+pub use run::{run, Flip, Scenario};
 pub use verdict::{AssetExample, AssetVerdict, Latency, ReleaseCounts, Verdict};

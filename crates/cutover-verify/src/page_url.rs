@@ -45,7 +45,7 @@ impl PageUrl {
         &self.given
     }
 
-    pub(crate) fn url(&self) -> &Url {
+    pub fn url(&self) -> &Url {
         &self.url
     }
 

@@ -24,7 +24,7 @@ pub trait Flip {
 /// What to measure and for how long. Every loop is bounded: by these durations, and by
 /// `max_requests` whatever they are.
 #[derive(Debug)]
-pub struct Plan {
+pub struct Scenario {
     pub page: PageUrl,
     pub marker: Marker,
     /// Flipped from; expected to be in place when the run starts, for the baseline.
@@ -54,11 +54,11 @@ pub(crate) struct Switch {
 }
 
 /// Runs the load and the flips; a failed flip stops the run and is returned as it came.
-pub fn run<F: Flip>(plan: &Plan, flip: &F) -> Result<Verdict, F::Error> {
-    let (a, b) = (&plan.a, &plan.b);
+pub fn run<F: Flip>(scenario: &Scenario, flip: &F) -> Result<Verdict, F::Error> {
+    let (a, b) = (&scenario.a, &scenario.b);
     let started = Instant::now();
     let stop = AtomicBool::new(false);
-    let budget = AtomicU64::new(plan.max_requests);
+    let budget = AtomicU64::new(scenario.max_requests);
     let seen: Mutex<Seen> = Mutex::new(Seen::default());
     let mut switches: Vec<Switch> = Vec::new();
     let mut switch_to = |release: &ReleaseId| -> Result<(), F::Error> {
@@ -71,12 +71,12 @@ pub fn run<F: Flip>(plan: &Plan, flip: &F) -> Result<Verdict, F::Error> {
         Ok(())
     };
     let flipped = std::thread::scope(|scope| {
-        for _ in 0..plan.concurrency {
+        for _ in 0..scenario.concurrency {
             scope.spawn(|| {
                 load(
-                    &plan.page,
-                    plan.assets,
-                    &plan.marker,
+                    &scenario.page,
+                    scenario.assets,
+                    &scenario.marker,
                     started,
                     &stop,
                     &budget,
@@ -85,11 +85,11 @@ pub fn run<F: Flip>(plan: &Plan, flip: &F) -> Result<Verdict, F::Error> {
             });
         }
         let flipping = (|| -> Result<(), F::Error> {
-            pause(plan.baseline, &stop);
-            let until = Instant::now() + plan.duration;
+            pause(scenario.baseline, &stop);
+            let until = Instant::now() + scenario.duration;
             let mut on = a;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                let next_flip = Instant::now() + plan.flip_every;
+                let next_flip = Instant::now() + scenario.flip_every;
                 on = if on == a { b } else { a };
                 switch_to(on)?;
                 pause(next_flip.saturating_duration_since(Instant::now()), &stop);
@@ -97,7 +97,7 @@ pub fn run<F: Flip>(plan: &Plan, flip: &F) -> Result<Verdict, F::Error> {
             if on != b {
                 switch_to(b)?;
             }
-            pause(plan.settle, &stop);
+            pause(scenario.settle, &stop);
             Ok(())
         })();
         stop.store(true, Ordering::Relaxed);
@@ -106,9 +106,9 @@ pub fn run<F: Flip>(plan: &Plan, flip: &F) -> Result<Verdict, F::Error> {
     flipped?;
     let seconds = started.elapsed().as_secs_f64();
     let seen = seen.into_inner().unwrap_or_default();
-    let mut verdict = judge(plan, &seen.samples, &switches, seconds);
-    if plan.assets {
-        verdict.add_assets(judge_assets(plan, &seen, &switches));
+    let mut verdict = judge(scenario, &seen.samples, &switches, seconds);
+    if scenario.assets {
+        verdict.add_assets(judge_assets(scenario, &seen, &switches));
     }
     Ok(verdict)
 }
@@ -134,7 +134,7 @@ mod tests {
 
     use cutover_core::ReleaseId;
 
-    use super::{run, Flip, Plan};
+    use super::{run, Flip, Scenario};
     use crate::marker::Marker;
     use crate::page_url::PageUrl;
 
@@ -196,12 +196,12 @@ mod tests {
         }
     }
 
-    fn plan(url: &str) -> Plan {
+    fn scenario(url: &str) -> Scenario {
         let (a, b) = (
             ReleaseId::parse("v1").unwrap(),
             ReleaseId::parse("v2").unwrap(),
         );
-        Plan {
+        Scenario {
             page: PageUrl::parse(url).unwrap(),
             marker: Marker::new(None, &a, &b).unwrap(),
             a,
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn a_run_flips_back_and_forth_and_ends_on_b() {
         let (flip, url) = Recorded::serving(false);
-        let verdict = run(&plan(&url), &flip).unwrap();
+        let verdict = run(&scenario(&url), &flip).unwrap();
         let flips = flip.flips.into_inner().unwrap();
         assert!(flips.len() >= 4, "{flips:?}");
         assert_eq!(flips.last().map(String::as_str), Some("v2"));
@@ -235,12 +235,12 @@ mod tests {
     #[test]
     fn a_failed_flip_ends_the_run_with_its_error() {
         let (flip, url) = Recorded::serving(true);
-        let plan = Plan {
+        let scenario = Scenario {
             duration: Duration::from_secs(10),
-            ..plan(&url)
+            ..scenario(&url)
         };
         let started = Instant::now();
-        let error = run(&plan, &flip).unwrap_err();
+        let error = run(&scenario, &flip).unwrap_err();
         assert_eq!(error, "cannot flip to v2");
         // Stopped at the first flip, not after the duration and the settle time.
         assert!(started.elapsed() < Duration::from_secs(5));

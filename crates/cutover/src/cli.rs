@@ -29,6 +29,10 @@ pub struct GlobalArgs {
     /// Print nothing but errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Show what cutover does step by step on stderr: each ssh command, each request to a
+    /// host and how long it took (`-vv` for more). RUST_LOG, when set, wins.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,22 +4,39 @@
 use std::sync::Arc;
 
 use cutover_core::stage::Observer;
-use cutover_pipeline::{Fleet, HostPlan, HostReport};
+use cutover_pipeline::{Fleet, FleetError, HostPlan, HostReport};
 use cutover_protocol::Access;
 
 use crate::error::Result;
 use crate::printer::{human_bytes, Printer};
 use crate::progress::{HostLines, StageProgress};
 
-/// Opens every planned host. `observer` sees a local stage (files, hook output).
-pub fn open<'p>(
+/// Opens every planned host, runs `step` on the fleet, and clears the progress lines
+/// before anything is printed. `observer` sees a local stage (files, hook output).
+pub fn on_fleet<T>(
     plans: &[HostPlan],
     access: Access,
     parallel: usize,
     observer: Arc<dyn Observer + Send + Sync>,
-    lines: &'p HostLines,
-) -> Result<Fleet<'p>> {
-    Ok(Fleet::open(plans, access, parallel, observer, lines)?)
+    printer: Printer,
+    step: impl FnOnce(Fleet<'_>) -> std::result::Result<T, FleetError>,
+) -> Result<T> {
+    let lines = HostLines::new(printer, plans);
+    let outcome = step(Fleet::open(plans, access, parallel, observer, &lines)?);
+    drop(lines);
+    Ok(outcome?)
+}
+
+/// Opens every planned host for a step that outlives this call (verify's flips).
+pub fn open<'p>(plans: &[HostPlan], access: Access, lines: &'p HostLines) -> Result<Fleet<'p>> {
+    let parallel = crate::settings::parallel(None);
+    Ok(Fleet::open(
+        plans,
+        access,
+        parallel,
+        quiet_observer(),
+        lines,
+    )?)
 }
 
 /// No progress for a local stage (commands that stage nothing).

@@ -17,6 +17,7 @@ use crate::printer::Printer;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    trace(cli.global.verbose);
     let printer = Printer {
         json: cli.global.json,
         quiet: cli.global.quiet,
@@ -44,4 +45,30 @@ fn main() -> ExitCode {
             error.exit_code()
         }
     }
+}
+
+/// `-v` shows cutover's steps, `-vv` their details; RUST_LOG (tracing's filter syntax)
+/// overrides both. Everything goes to stderr, so `--json` output stays one document.
+fn trace(verbose: u8) {
+    let default = match verbose {
+        0 => return init_trace(None),
+        1 => "cutover=info,cutover_pipeline=info,cutover_refresh=info",
+        _ => "cutover=debug,cutover_pipeline=debug,cutover_refresh=debug,cutover_core=debug",
+    };
+    init_trace(Some(default));
+}
+
+fn init_trace(default: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (std::env::var("RUST_LOG"), default) {
+        (Ok(text), _) if !text.is_empty() => EnvFilter::new(text),
+        (_, Some(default)) => EnvFilter::new(default),
+        _ => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

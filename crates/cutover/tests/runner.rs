@@ -17,6 +17,7 @@ mod test_health;
 mod test_kill;
 mod test_lint;
 mod test_php;
+mod test_pipeline;
 mod test_refresh;
 mod test_switch_atomicity;
 mod test_verify;

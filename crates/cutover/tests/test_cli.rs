@@ -65,23 +65,39 @@ fn json_output_is_one_document_with_pinned_keys_and_nothing_on_stderr() {
             "--json",
         ],
     );
+    // One shape for a deploy path and for a fleet: the whole run, then one entry per host.
     assert_eq!(
         keys(&deploy),
         key_set(&[
             "release",
             "previous",
-            "deploy_path",
+            "dry_run",
             "source",
+            "switch_skew_us",
+            "total_ms",
+            "hosts"
+        ])
+    );
+    let host = &deploy["hosts"][0];
+    assert_eq!(
+        keys(host),
+        key_set(&[
+            "host",
+            "status",
+            "deploy_path",
+            "previous",
             "files",
             "assets",
-            "removed",
-            "dry_run",
+            "files_sent",
+            "bytes_sent",
             "stage_ms",
-            "switch_ms"
+            "switch_ms",
+            "switched_at_us",
+            "cleanup"
         ])
     );
     assert_eq!(
-        keys(&deploy["files"]),
+        keys(&host["files"]),
         key_set(&[
             "files",
             "linked",
@@ -100,20 +116,31 @@ fn json_output_is_one_document_with_pinned_keys_and_nothing_on_stderr() {
     assert_eq!(deploy["release"], "r2");
     assert_eq!(deploy["previous"], "r1");
     assert_eq!(deploy["dry_run"], false);
-    assert_eq!(deploy["deploy_path"], sb.to());
+    assert_eq!(
+        (&host["host"], &host["status"]),
+        (&Value::from("local"), &Value::from("deployed"))
+    );
+    assert_eq!(host["previous"], "r1");
+    assert_eq!(host["deploy_path"], sb.to());
     assert_eq!(
         (
-            &deploy["files"]["files"],
-            &deploy["files"]["linked"],
-            &deploy["files"]["copied"]
+            &host["files"]["files"],
+            &host["files"]["linked"],
+            &host["files"]["copied"]
         ),
         (&Value::from(2), &Value::from(2), &Value::from(0)),
         "{deploy}"
     );
 
     let releases = one_json(&sb, &["releases", "--json"]);
+    assert_eq!(keys(&releases), key_set(&["hosts"]));
     assert_eq!(
-        keys(&releases),
+        keys(&releases["hosts"][0]),
+        key_set(&["host", "status", "deploy_path", "previous", "result"])
+    );
+    let releases = &releases["hosts"][0]["result"];
+    assert_eq!(
+        keys(releases),
         key_set(&[
             "deploy_path",
             "flavor",
@@ -137,31 +164,37 @@ fn json_output_is_one_document_with_pinned_keys_and_nothing_on_stderr() {
     assert_eq!(row["path"], sb.release_dir("r2").display().to_string());
 
     let switch = one_json(&sb, &["switch", "r1", "--json"]);
+    let switch_keys = key_set(&["release", "previous", "dry_run", "switch_skew_us", "hosts"]);
+    assert_eq!(keys(&switch), switch_keys);
     assert_eq!(
-        keys(&switch),
-        key_set(&["release", "previous", "unchanged", "dry_run"])
+        keys(&switch["hosts"][0]),
+        key_set(&[
+            "host",
+            "status",
+            "deploy_path",
+            "previous",
+            "switch_ms",
+            "switched_at_us",
+            "unchanged"
+        ])
     );
     assert_eq!(
         (
             &switch["release"],
             &switch["previous"],
-            &switch["unchanged"]
+            &switch["hosts"][0]["unchanged"]
         ),
         (&Value::from("r1"), &Value::from("r2"), &Value::from(false))
     );
     let rollback = one_json(&sb, &["rollback", "r2", "--json"]);
-    assert_eq!(
-        keys(&rollback),
-        key_set(&["release", "previous", "unchanged", "dry_run"])
-    );
+    assert_eq!(keys(&rollback), switch_keys);
 
     let cleanup = one_json(&sb, &["cleanup", "--keep", "1", "--json"]);
+    assert_eq!(keys(&cleanup), key_set(&["dry_run", "hosts"]));
+    let cleaned = &cleanup["hosts"][0]["cleanup"];
+    assert_eq!(keys(cleaned), key_set(&["removed", "kept", "debris"]));
     assert_eq!(
-        keys(&cleanup),
-        key_set(&["removed", "kept", "debris", "dry_run"])
-    );
-    assert_eq!(
-        cleanup["removed"],
+        cleaned["removed"],
         serde_json::json!([]),
         "r1 is protected: r2 replaced it"
     );
@@ -176,7 +209,8 @@ fn errors_with_json_are_one_document_on_stdout() {
     assert_eq!(exit_code(&out), 2, "{}", text(&out));
     let docs = json_documents(&out);
     assert_eq!(docs.len(), 1, "{}", text(&out));
-    assert_eq!(keys(&docs[0]), key_set(&["error"]));
+    assert_eq!(keys(&docs[0]), key_set(&["error", "hosts"]));
+    assert_eq!(docs[0]["hosts"][0]["status"], "failed");
     let error = &docs[0]["error"];
     assert_eq!(
         keys(error),
@@ -309,8 +343,8 @@ fn dry_run_changes_nothing_at_all() {
         (&deploy["release"], &deploy["previous"]),
         (&Value::from("r4"), &Value::from("r3"))
     );
-    assert_eq!(deploy["files"]["copied"], 1, "{deploy}");
-    assert_eq!(deploy["files"]["linked"], 1, "{deploy}");
+    assert_eq!(one_host(&deploy)["files"]["copied"], 1, "{deploy}");
+    assert_eq!(one_host(&deploy)["files"]["linked"], 1, "{deploy}");
     let switch = one_json(&sb, &["switch", "r1", "--dry-run", "--json"]);
     assert_eq!(
         (&switch["release"], &switch["dry_run"]),
@@ -321,7 +355,10 @@ fn dry_run_changes_nothing_at_all() {
     assert_eq!(rollback["dry_run"], true);
     one_json(&sb, &["rollback", "r1", "--dry-run", "--json"]);
     let cleanup = one_json(&sb, &["cleanup", "--keep", "1", "--dry-run", "--json"]);
-    assert_eq!(cleanup["removed"], serde_json::json!(["r1"]));
+    assert_eq!(
+        one_host(&cleanup)["cleanup"]["removed"],
+        serde_json::json!(["r1"])
+    );
 
     for args in [
         &[
@@ -375,7 +412,7 @@ fn dry_run_deploy_lists_the_releases_it_would_remove() {
     );
     // r4 would be current and r3 the release it replaced: both kept.
     assert_eq!(
-        deploy["removed"],
+        one_host(&deploy)["cleanup"]["removed"],
         serde_json::json!(["r1", "r2"]),
         "{deploy}"
     );
@@ -398,7 +435,7 @@ fn deploy_stats_are_the_same_with_and_without_commands() {
         sb.deploy_src(&args);
         let out = sb.run_deploy(&[&args[..], &["--json"]].concat());
         assert_eq!(exit_code(&out), 0, "{}", text(&out));
-        json_documents(&out)[0]["files"].clone()
+        one_host(&json_documents(&out)[0])["files"].clone()
     };
     assert_eq!(
         stats(Some("[hooks]\nbefore_switch = [\"true\"]\n")),
@@ -412,7 +449,10 @@ fn dry_run_leaves_debris_of_a_killed_deploy_alone() {
     write(&sb.deploy().join(".cutover/staging-r9/index.php"), "half");
     let before = sb.exact();
     let cleanup = one_json(&sb, &["cleanup", "--dry-run", "--json"]);
-    assert_eq!(cleanup["debris"], serde_json::json!(["staging-r9"]));
+    assert_eq!(
+        one_host(&cleanup)["cleanup"]["debris"],
+        serde_json::json!(["staging-r9"])
+    );
     one_json(
         &sb,
         &[
@@ -426,7 +466,10 @@ fn dry_run_leaves_debris_of_a_killed_deploy_alone() {
     );
     before.assert_same(&sb.exact(), "a dry run");
     let cleanup = one_json(&sb, &["cleanup", "--json"]);
-    assert_eq!(cleanup["debris"], serde_json::json!(["staging-r9"]));
+    assert_eq!(
+        one_host(&cleanup)["cleanup"]["debris"],
+        serde_json::json!(["staging-r9"])
+    );
     assert_eq!(staging_dirs(&sb.deploy()), Vec::<String>::new());
 }
 
@@ -437,7 +480,7 @@ fn dry_run_deploy_to_a_new_path_creates_nothing() {
     let deploy = one_json(&sb, &["deploy", &sb.src_arg(), "--dry-run", "--json"]);
     assert_eq!(deploy["dry_run"], true);
     assert_eq!(deploy["previous"], Value::Null);
-    assert_eq!(deploy["files"]["copied"], 1);
+    assert_eq!(one_host(&deploy)["files"]["copied"], 1);
     assert!(!sb.deploy().exists(), "a dry run created the deploy path");
     let nested = sb.path().join("a/b/deploy").display().to_string();
     let out = sb.run(&["deploy", &sb.src_arg(), "--to", &nested, "--dry-run"]);
@@ -531,7 +574,7 @@ fn every_example_in_the_init_template_is_valid() {
     ]);
     assert_eq!(exit_code(&out), 0, "{}", text(&out));
     let deploy = &json_documents(&out)[0];
-    assert_eq!(deploy["deploy_path"], sb.to(), "{deploy}");
+    assert_eq!(one_host(deploy)["deploy_path"], sb.to(), "{deploy}");
     let src_real = std::fs::canonicalize(sb.src())
         .unwrap()
         .display()

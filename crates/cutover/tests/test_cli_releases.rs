@@ -37,13 +37,25 @@ fn cleanup_keeps_newest_current_and_the_release_current_replaced() {
     let before = sb.exact();
     let dry = sb.json_to(&["cleanup", "--keep", "2", "--dry-run"]);
     before.assert_same(&sb.exact(), "cleanup --dry-run");
-    assert_eq!(ids(&dry["removed"]), ["r1", "r3", "r5"]);
-    assert_eq!(ids(&dry["kept"]), ["r2", "r4", "r6", "r7"]);
+    assert_eq!(
+        ids(&one_host(&dry)["cleanup"]["removed"]),
+        ["r1", "r3", "r5"]
+    );
+    assert_eq!(
+        ids(&one_host(&dry)["cleanup"]["kept"]),
+        ["r2", "r4", "r6", "r7"]
+    );
     assert_eq!(dry["dry_run"], true);
 
     let report = sb.json_to(&["cleanup", "--keep", "2"]);
-    assert_eq!(ids(&report["removed"]), ["r1", "r3", "r5"]);
-    assert_eq!(ids(&report["kept"]), ["r2", "r4", "r6", "r7"]);
+    assert_eq!(
+        ids(&one_host(&report)["cleanup"]["removed"]),
+        ["r1", "r3", "r5"]
+    );
+    assert_eq!(
+        ids(&one_host(&report)["cleanup"]["kept"]),
+        ["r2", "r4", "r6", "r7"]
+    );
     assert_eq!(report["dry_run"], false);
     assert_eq!(sb.releases(), ["r2", "r4", "r6", "r7"]);
     assert_eq!(sb.current().as_deref(), Some("r4"));
@@ -64,7 +76,10 @@ fn cleanup_keeps_newest_current_and_the_release_current_replaced() {
     );
 
     let again = sb.json_to(&["cleanup", "--keep", "2"]);
-    assert_eq!(ids(&again["removed"]), Vec::<String>::new());
+    assert_eq!(
+        ids(&one_host(&again)["cleanup"]["removed"]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -84,7 +99,7 @@ fn deploy_with_keep_cleans_up_but_protects_the_release_it_replaced() {
         "2",
     ]);
     assert_eq!(report["previous"], "r1");
-    assert_eq!(ids(&report["removed"]), ["r2", "r3"]);
+    assert_eq!(ids(&one_host(&report)["cleanup"]["removed"]), ["r2", "r3"]);
     assert_eq!(sb.releases(), ["r1", "r4", "r5"]);
     assert_eq!(sb.current().as_deref(), Some("r5"));
 }
@@ -166,7 +181,7 @@ fn switch_to_the_current_release_changes_nothing() {
     sb.deploy_ids(&["r1", "r2"]);
     let events_before = sb.history().len();
     let same = sb.json_to(&["switch", "r2"]);
-    assert_eq!(same["unchanged"], true);
+    assert_eq!(one_host(&same)["unchanged"], true);
     assert_eq!(
         sb.history().len(),
         events_before,
@@ -198,6 +213,7 @@ fn capistrano_path_is_adopted_listed_deployed_and_rolled_back() {
     capistrano_path(&sb);
 
     let listed = sb.json_to(&["releases"]);
+    let listed = one_result(&listed);
     assert_eq!(listed["flavor"], "capistrano");
     assert_eq!(listed["current"], "20230102120000");
     assert_eq!(
@@ -273,6 +289,7 @@ fn deployer_path_orders_numeric_ids_numerically() {
     std::os::unix::fs::symlink("releases/10", d.join("current")).unwrap();
 
     let listed = sb.json_to(&["releases"]);
+    let listed = one_result(&listed);
     assert_eq!(listed["flavor"], "deployer");
     assert_eq!(listed["current"], "10");
     let order: Vec<String> = listed["releases"]
@@ -355,7 +372,10 @@ fn history_records_every_event_with_who_and_the_git_source() {
     sb.json_to(&["rollback"]);
     sb.json_to(&["switch", "h2"]);
     let cleanup = sb.json_to(&["cleanup", "--keep", "1"]);
-    assert_eq!(cleanup["removed"], serde_json::json!(["h1"]));
+    assert_eq!(
+        one_host(&cleanup)["cleanup"]["removed"],
+        serde_json::json!(["h1"])
+    );
 
     let events = sb.history();
     let seen: Vec<(String, String, Value)> = events
@@ -414,6 +434,7 @@ fn history_records_every_event_with_who_and_the_git_source() {
     assert_eq!(staged[1]["source"]["git_commit"], second_commit);
 
     let listed = sb.json_to(&["releases"]);
+    let listed = one_result(&listed);
     assert_eq!(
         listed["releases"][0]["git_commit"], second_commit,
         "{listed}"

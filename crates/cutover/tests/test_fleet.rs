@@ -305,6 +305,74 @@ fn a_failing_health_check_on_one_host_rolls_every_host_back() {
     }
 }
 
+/// Every entry under `root` with its type, size, mode, inode and mtime: any write shows.
+fn metadata_of(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in read {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path.clone());
+            }
+            entries.push(format!(
+                "{} {:o} {} {} {}",
+                path.display(),
+                meta.mode(),
+                meta.size(),
+                meta.ino(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            ));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[test]
+fn a_dry_run_on_three_hosts_plans_each_and_changes_nothing() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 5);
+    let config = fleet.config("fleet.toml", "");
+    let hosts = fleet.sb.path().join("hosts");
+    let dry_run = || {
+        let before = metadata_of(&hosts);
+        let json = fleet.deploy_json(&config, &["--dry-run", "--keep", "1"]);
+        assert_eq!(before, metadata_of(&hosts), "a dry run changed a host");
+        json
+    };
+    // On hosts never deployed to: a plan each, and not even a directory is created.
+    let first = dry_run();
+    assert_eq!(first["dry_run"], true);
+    for host in first["hosts"].as_array().unwrap() {
+        assert_eq!(host["status"], "planned", "{host}");
+        assert_eq!(host["files"]["copied"], 6, "{host}");
+        let warning = host["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("uploads nothing"), "{host}");
+    }
+    assert!(!hosts.exists());
+
+    let v1 = fleet.deploy_release(&config);
+    write_app(&fleet.sb, "v2", 6);
+    let second = dry_run();
+    let hosts = second["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3);
+    for host in hosts {
+        assert_eq!(host["status"], "planned", "{host}");
+        // index.php and one new file would be sent; the rest linked.
+        assert_eq!(host["files"]["copied"], 2, "{host}");
+        assert_eq!(host["files"]["linked"], 5, "{host}");
+        assert_eq!(host["previous"], v1.as_str(), "{host}");
+        assert_eq!(host["cleanup"]["removed"], serde_json::json!([]), "{host}");
+    }
+    fleet.assert_all_on(&v1);
+}
+
 #[test]
 fn an_unreachable_host_or_a_held_lock_changes_nothing_anywhere() {
     let mut fleet = Fleet::start();
@@ -529,7 +597,7 @@ fn message(json: serde_json::Value) -> Vec<u8> {
 
 fn hello() -> Vec<u8> {
     message(serde_json::json!({
-        "reply": "hello", "protocol": 1, "version": "0", "pid": 1, "hostname": "evil"
+        "reply": "hello", "protocol": 2, "version": "0", "pid": 1, "hostname": "evil"
     }))
 }
 

@@ -18,21 +18,29 @@ fn status_and_reset_report_the_pool_as_json() {
     let (fpm, sb, socket) = fpm_and_sandbox();
     let deploy = sb.deploy().display().to_string();
     let status = sb.json(&["php", "status", "--fpm", &socket, "--to", &deploy]);
-    assert_eq!(status["status"]["opcache"]["enabled"], true, "{status}");
-    assert_eq!(status["status"]["ini"]["opcache.validate_timestamps"], "0");
-    let pid = status["status"]["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        one_result(&status)["status"]["opcache"]["enabled"],
+        true,
+        "{status}"
+    );
+    assert_eq!(
+        one_result(&status)["status"]["ini"]["opcache.validate_timestamps"],
+        "0"
+    );
+    let pid = one_result(&status)["status"]["pid"].as_u64().unwrap() as u32;
     assert!(fpm.worker_pids().contains(&pid));
 
-    let before = status["status"]["opcache"]["manual_restarts"]
+    let before = one_result(&status)["status"]["opcache"]["manual_restarts"]
         .as_u64()
         .unwrap();
     let reset = sb.json(&["php", "reset", "--fpm", &socket, "--to", &deploy]);
     assert_eq!(
-        reset["reset"]["status"]["opcache"]["restart_pending"], false,
+        one_result(&reset)["reset"]["status"]["opcache"]["restart_pending"],
+        false,
         "{reset}"
     );
     assert_eq!(
-        reset["reset"]["status"]["opcache"]["manual_restarts"]
+        one_result(&reset)["reset"]["status"]["opcache"]["manual_restarts"]
             .as_u64()
             .unwrap(),
         before + 1

@@ -267,7 +267,7 @@ fn run_bounded(sb: &Sandbox, args: &[&str]) -> Output {
 
 /// The report says what the refresh did (an object) — or nothing, under `none`.
 fn assert_refresh_reported(report: &serde_json::Value, expected: bool) {
-    let refresh = report.get("refresh");
+    let refresh = one_host(report).get("refresh");
     if expected {
         assert!(
             refresh.is_some_and(|r| r.is_object()),

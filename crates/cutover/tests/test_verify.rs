@@ -236,11 +236,16 @@ fn opcache_memory_grows_per_realpath_deploy_unless_reset() {
                 &to,
             ]);
             cached.push(
-                status["status"]["opcache"]["cached_scripts"]
+                one_result(&status)["status"]["opcache"]["cached_scripts"]
                     .as_u64()
                     .unwrap(),
             );
-            memory.push(status["status"]["opcache"]["used_memory"].as_u64().unwrap() / 1024);
+            memory.push(
+                one_result(&status)["status"]["opcache"]["used_memory"]
+                    .as_u64()
+                    .unwrap()
+                    / 1024,
+            );
         }
         eprintln!("{strategy}: cached scripts after each of 10 deploys: {cached:?}");
         eprintln!("{strategy}: OPcache used memory (KiB): {memory:?}");

@@ -44,7 +44,7 @@ impl Fleet<'_> {
             },
         };
         let hosts = fleet.slots.len();
-        fleet.progress.phase(&format!(
+        fleet.phase(&format!(
             "{} {release} on {hosts} host{}",
             if job.dry_run { "planning" } else { "staging" },
             if hosts == 1 { "" } else { "s" }
@@ -58,6 +58,20 @@ impl Fleet<'_> {
         let progress = fleet.progress;
         for slot in &mut fleet.slots {
             super::set(slot, progress, HostState::Staging);
+        }
+        // Before the parallel step: see `SourceTree::prepare`.
+        let bases: Vec<Option<String>> = fleet
+            .slots
+            .iter()
+            .filter(|s| s.host.as_ref().is_some_and(|h| h.wants_manifest()))
+            .map(|s| s.opened.manifest_digest.clone())
+            .collect();
+        if !bases.is_empty() {
+            if let Err(e) = job.tree.prepare(&bases) {
+                for slot in &mut fleet.slots {
+                    super::fail(slot, progress, e.clone());
+                }
+            }
         }
         let staged = fleet.each(|slot| slot.host()?.stage(&order, &job.tree));
         for (slot, staged) in fleet.slots.iter_mut().zip(staged) {
@@ -105,7 +119,7 @@ impl Fleet<'_> {
             });
         }
 
-        fleet.progress.phase(&format!(
+        fleet.phase(&format!(
             "switching {hosts} host{} to {release}",
             if hosts == 1 { "" } else { "s" }
         ));

@@ -99,7 +99,8 @@ impl<'p> Fleet<'p> {
                         Arc::clone(&observer),
                     ))),
                     Transport::Process | Transport::Ssh(_) => {
-                        RemoteHost::connect(plan).map(|h| Box::new(h) as Box<dyn Host>)
+                        RemoteHost::connect(plan, access == Access::DryRun)
+                            .map(|h| Box::new(h) as Box<dyn Host>)
                     }
                 };
                 let opened = connected.and_then(|mut host| {
@@ -116,6 +117,7 @@ impl<'p> Fleet<'p> {
                 match opened {
                     Ok(opened) => {
                         slot.report.previous = opened.current.clone();
+                        slot.report.warnings.extend(opened.warnings.iter().cloned());
                         slot.opened = opened;
                         set(slot, fleet_progress, HostState::Connected);
                     }
@@ -136,6 +138,12 @@ impl<'p> Fleet<'p> {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// A step of the whole fleet begins: shown, and traced.
+    fn phase(&self, line: &str) {
+        tracing::info!("{line}");
+        self.progress.phase(line);
     }
 
     fn any_failed(&self) -> bool {

@@ -144,6 +144,7 @@ impl Fleet<'_> {
             (slot.opened.current.as_ref() != Some(release)).then(|| request.clone())
         });
         let renamed = Instant::now();
+        tracing::info!(%release, skew_us = ?self.skew(), "switched every host (tentative)");
         if self.any_failed() {
             self.roll_back_all();
             return Err(self.not_switched(
@@ -202,13 +203,17 @@ impl Fleet<'_> {
 
     /// Switches the hosts `request` returns a request for.
     fn switch_all(&mut self, request: impl Fn(&Slot) -> Option<SwitchRequest>) {
+        let started = Instant::now();
         let replies = self.broadcast(
             request,
             |host, r| host.send_switch(&r),
-            |slot| slot.host()?.switched(),
+            |slot| Ok((slot.host()?.switched()?, started.elapsed())),
         );
         for (slot, switched) in self.slots.iter_mut().zip(replies) {
-            let Some(switched) = switched else { continue };
+            let Some((switched, confirmed)) = switched else {
+                continue;
+            };
+            slot.report.switch_ms = Some(confirmed.as_millis() as u64);
             slot.switched = !switched.unchanged;
             slot.report.switched_at_us = Some(switched.at_us);
             slot.report.warnings.extend(switched.warnings);

@@ -67,7 +67,7 @@ impl Session {
     fn end(mut self) {
         if let (Some(lock), Some(previous)) = (&self.lock, self.revert.take()) {
             let mode = Mode::Apply(lock);
-            let back = cutover_core::activate::activate(
+            let back = cutover_core::switch::activate(
                 &self.deploy,
                 &previous,
                 EventKind::RolledBack,
@@ -185,6 +185,7 @@ impl LocalHost {
             current,
             releases,
             manifest_digest,
+            warnings: Vec::new(),
         })
     }
 
@@ -326,7 +327,7 @@ impl LocalHost {
             session.assets.clone()
         };
         let at_us = cutover_core::manifest::now_micros();
-        let activation = cutover_core::activate::activate(
+        let activation = cutover_core::switch::activate(
             &session.deploy,
             &request.release,
             kind,
@@ -417,6 +418,10 @@ impl Drop for LocalHost {
 impl Host for LocalHost {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn wants_manifest(&self) -> bool {
+        false
     }
 
     fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError> {

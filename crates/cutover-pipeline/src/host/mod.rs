@@ -25,6 +25,8 @@ pub struct StageOrder<'a> {
 
 pub trait Host: Send {
     fn name(&self) -> &str;
+    /// Whether `stage` sends the tree's manifest (prepared once for all hosts first).
+    fn wants_manifest(&self) -> bool;
     fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError>;
     /// Stages `tree` as `order.release`, not yet current (with `dry_run`: only counts).
     fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError>;

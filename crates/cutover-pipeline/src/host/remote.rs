@@ -21,23 +21,27 @@ use crate::{HostError, HostPlan, SourceTree};
 pub struct RemoteHost {
     target: Target,
     agent: Option<Agent>,
+    /// A dry run found no agent of this build and uploaded none: it plans as for a host
+    /// with nothing to link from.
+    absent: bool,
     /// The stored manifest the host's next release follows, from `open`.
     digest: Option<String>,
 }
 
 impl RemoteHost {
-    /// Connects (uploading the agent when the host lacks this build).
-    pub fn connect(plan: &HostPlan) -> Result<RemoteHost, HostError> {
+    /// Connects, uploading the agent when the host lacks this build unless `dry_run`.
+    pub fn connect(plan: &HostPlan, dry_run: bool) -> Result<RemoteHost, HostError> {
         let target = Target {
             name: plan.name.clone(),
             transport: plan.transport.clone(),
             path: plan.path.clone(),
         };
         let _span = tracing::info_span!("connect", host = %plan.name).entered();
-        let agent = Agent::connect(&target)?;
+        let agent = Agent::connect(&target, !dry_run)?;
         Ok(RemoteHost {
             target,
-            agent: Some(agent),
+            absent: agent.is_none(),
+            agent,
             digest: None,
         })
     }
@@ -51,10 +55,12 @@ impl RemoteHost {
     fn call(&mut self, request: &Request) -> Result<Reply, HostError> {
         let started = std::time::Instant::now();
         let reply = self.agent()?.call(request);
-        tracing::debug!(
+        tracing::info!(
             host = %self.target.name,
+            request = request.name(),
+            reply = reply.as_ref().map_or("failed", Reply::name),
             ms = started.elapsed().as_millis() as u64,
-            "request answered"
+            "request"
         );
         reply
     }
@@ -81,8 +87,20 @@ impl Host for RemoteHost {
         &self.target.name
     }
 
+    fn wants_manifest(&self) -> bool {
+        true
+    }
+
     fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError> {
-        match self.call(&Request::Open(request.clone()))? {
+        if self.absent {
+            return Ok(Opened {
+                warnings: vec![
+                    "this build's agent is not on the host yet and a dry run uploads nothing: the plan counts every file as sent".into(),
+                ],
+                ..Opened::default()
+            });
+        }
+        match self.call(&Request::Open(Box::new(request.clone())))? {
             Reply::Opened(opened) => {
                 self.digest = opened.manifest_digest.clone();
                 Ok(opened)
@@ -93,6 +111,14 @@ impl Host for RemoteHost {
 
     fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError> {
         let (manifest, payload) = tree.manifest_for(self.digest.as_deref())?;
+        if self.absent && order.dry_run {
+            let stats = cutover_core::manifest::Plan::everything(&manifest).stats(&manifest);
+            return Ok(crate::host::local::planned(
+                order.release.clone(),
+                None,
+                stats,
+            ));
+        }
         let request = Request::Stage(Box::new(StageRequest {
             release: order.release.clone(),
             manifest: payload,

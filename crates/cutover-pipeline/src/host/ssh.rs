@@ -52,14 +52,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects, uploading the agent first when the host does not have this build.
-    pub fn connect(target: &Target) -> Result<Agent> {
+    /// Connects, uploading the agent first when the host does not have this build (only
+    /// with `upload`; else `None`: a dry run writes nothing on a host, not even the agent).
+    pub fn connect(target: &Target, upload_missing: bool) -> Result<Option<Agent>> {
         match Agent::spawn(target)? {
-            Spawned::Ready(agent) => Ok(*agent),
+            Spawned::Ready(agent) => Ok(Some(*agent)),
+            Spawned::Missing if !upload_missing => Ok(None),
             Spawned::Missing => {
                 upload(target)?;
                 match Agent::spawn(target)? {
-                    Spawned::Ready(agent) => Ok(*agent),
+                    Spawned::Ready(agent) => Ok(Some(*agent)),
                     Spawned::Missing => Err(host_error(
                         "the agent is still missing after uploading it",
                         Vec::new(),
@@ -82,6 +84,7 @@ impl Agent {
                 command
             }
         };
+        tracing::info!(host = %target.name, command = ?command, "starting the agent");
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -354,6 +357,7 @@ fn upload(target: &Target) -> Result<()> {
         bin = quote(&bin.display().to_string()),
     );
     let mut command = ssh_command(ssh, &script);
+    tracing::info!(host = %target.name, command = ?command, "uploading the agent");
     let exe = self_exe()?;
     let file = std::fs::File::open(&exe)
         .map_err(|e| host_error(&format!("cannot read {}: {e}", exe.display()), Vec::new()))?;

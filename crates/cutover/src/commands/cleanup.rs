@@ -1,27 +1,20 @@
 use crate::cli::{CleanupArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::progress::HostLines;
 use crate::{hosts, settings};
 
 pub fn cleanup(args: &CleanupArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let keep = settings::keep_releases(args.keep, &config);
     let plans = settings::host_plans(&args.target, &config)?;
-    let lines = HostLines::new(printer, &plans);
     let access = settings::access(&args.change, false);
-    let fleet = hosts::open(
-        &plans,
-        access,
-        settings::parallel(None),
-        hosts::quiet_observer(),
-        &lines,
-    )?;
-    let reports = fleet
-        .require_open("nothing was removed")
-        .and_then(|f| f.cleanup(keep, args.change.dry_run));
-    drop(lines);
-    let reports = reports?;
+    let parallel = settings::parallel(None);
+    let observer = hosts::quiet_observer();
+    let reports = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
+        fleet
+            .require_open("nothing was removed")?
+            .cleanup(keep, args.change.dry_run)
+    })?;
     let json = serde_json::json!({ "dry_run": args.change.dry_run, "hosts": reports });
     printer.result(&json, || {
         let verb = if args.change.dry_run {

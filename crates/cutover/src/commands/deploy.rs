@@ -3,21 +3,18 @@ use cutover_pipeline::DeployOutcome;
 use crate::cli::{DeployArgs, GlobalArgs};
 use crate::error::Result;
 use crate::printer::{human_bytes, Printer};
-use crate::progress::HostLines;
 use crate::{hosts, settings};
 
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
     let plans = settings::host_plans(&args.target, &config)?;
     let job = settings::deploy_job(args, &config)?;
-    let lines = HostLines::new(printer, &plans);
-    let observer = hosts::stage_observer(printer);
     let access = settings::access(&args.change, true);
     let parallel = settings::parallel(args.parallel);
-    let outcome = hosts::open(&plans, access, parallel, observer.clone(), &lines)?.deploy(&job);
-    drop(observer);
-    drop(lines);
-    let outcome = outcome?;
+    let observer = hosts::stage_observer(printer);
+    let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
+        fleet.deploy(&job)
+    })?;
     report(&outcome, &job.source, printer);
     Ok(())
 }
@@ -98,7 +95,7 @@ fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> Str
         return text;
     } else {
         format!(
-            "Deployed release {} to {}{was}\n  {} files: {} linked, {} copied ({}) in {:.2} s\n",
+            "Deployed release {} to {}{was}\n  {} files: {} linked, {} copied ({}) in {:.2} s; switch {} ms\n",
             outcome.release,
             host.deploy_path,
             files.files,
@@ -106,6 +103,7 @@ fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> Str
             files.copied,
             human_bytes(files.bytes_copied),
             host.stage_ms.unwrap_or(0) as f64 / 1000.0,
+            host.switch_ms.unwrap_or(0),
         )
     };
     if let Some(carried) = host.assets.as_ref().map(|a| a.carried).filter(|n| *n > 0) {

@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, PhpArgs, PhpResetArgs};
 use crate::error::{CommandError, Result};
 use crate::printer::{human_bytes, Printer};
-use crate::progress::HostLines;
 use crate::{hosts, settings};
 
 pub fn status(args: &PhpArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
@@ -105,24 +104,19 @@ fn on_each_pool(
         .iter()
         .map(|plan| Ok((plan.name.clone(), host_pool(args, plan)?)))
         .collect::<Result<_>>()?;
-    let lines = HostLines::new(printer, &plans);
-    let fleet = hosts::open(
-        &plans,
-        Access::Read,
-        settings::parallel(None),
-        hosts::quiet_observer(),
-        &lines,
-    )?;
-    let outcome = fleet.read(|host| {
-        let pool = pools
-            .iter()
-            .find(|(name, _)| name == host.name())
-            .map(|(_, pool)| pool)
-            .ok_or_else(|| HostError::internal("a host without a pool"))?;
-        ask(&mut ViaHost(host), pool)
-    });
-    drop(lines);
-    Ok(outcome?.hosts)
+    let parallel = settings::parallel(None);
+    let observer = hosts::quiet_observer();
+    let outcome = hosts::on_fleet(&plans, Access::Read, parallel, observer, printer, |fleet| {
+        fleet.read(|host| {
+            let pool = pools
+                .iter()
+                .find(|(name, _)| name == host.name())
+                .map(|(_, pool)| pool)
+                .ok_or_else(|| HostError::internal("a host without a pool"))?;
+            ask(&mut ViaHost(host), pool)
+        })
+    })?;
+    Ok(outcome.hosts)
 }
 
 /// The pool of one host: flags given here win over the host's [php] settings.

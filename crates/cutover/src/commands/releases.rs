@@ -4,23 +4,16 @@ use cutover_protocol::Access;
 use crate::cli::{GlobalArgs, TargetArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::progress::HostLines;
 use crate::{hosts, settings};
 
 pub fn releases(target: &TargetArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
     let plans = settings::host_plans(target, &config)?;
-    let lines = HostLines::new(printer, &plans);
-    let fleet = hosts::open(
-        &plans,
-        Access::Read,
-        settings::parallel(None),
-        hosts::quiet_observer(),
-        &lines,
-    )?;
-    let outcome = fleet.read(|host| host.releases());
-    drop(lines);
-    let outcome = outcome?;
+    let parallel = settings::parallel(None);
+    let observer = hosts::quiet_observer();
+    let outcome = hosts::on_fleet(&plans, Access::Read, parallel, observer, printer, |fleet| {
+        fleet.read(|host| host.releases())
+    })?;
     let docs: Vec<serde_json::Value> = outcome
         .hosts
         .iter()

@@ -3,7 +3,6 @@ use cutover_core::ReleaseId;
 use crate::cli::{ChangeArgs, GlobalArgs, SwitchArgs, TargetArgs};
 use crate::error::Result;
 use crate::printer::Printer;
-use crate::progress::HostLines;
 use crate::{hosts, settings};
 
 pub fn switch(args: &SwitchArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
@@ -30,18 +29,12 @@ pub fn activate(
 ) -> Result<()> {
     let config = settings::load_config(global)?;
     let plans = settings::host_plans(target, &config)?;
-    let lines = HostLines::new(printer, &plans);
     let access = settings::access(change, false);
-    let fleet = hosts::open(
-        &plans,
-        access,
-        settings::parallel(None),
-        hosts::quiet_observer(),
-        &lines,
-    )?;
-    let outcome = fleet.activate(release, rollback, change.dry_run);
-    drop(lines);
-    let outcome = outcome?;
+    let parallel = settings::parallel(None);
+    let observer = hosts::quiet_observer();
+    let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
+        fleet.activate(release, rollback, change.dry_run)
+    })?;
     let reports = &outcome.hosts;
     hosts::warn_each(printer, reports);
     let json = serde_json::json!({

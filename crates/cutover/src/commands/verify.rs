@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use cutover_core::ReleaseId;
-use cutover_verify::{AssetVerdict, Flip, Marker, PageUrl, Plan, Verdict};
+use cutover_verify::{AssetVerdict, Flip, Marker, PageUrl, Scenario, Verdict};
 
 use crate::cli::{ChangeArgs, GlobalArgs, VerifyArgs};
 use crate::error::{CommandError, Result};
@@ -36,8 +36,7 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
                 wait_lock: args.wait_lock,
             };
             let access = settings::access(&change, false);
-            let parallel = settings::parallel(None);
-            let fleet = hosts::open(&plans, access, parallel, hosts::quiet_observer(), &lines)?
+            let fleet = hosts::open(&plans, access, &lines)?
                 .require_open("nothing was switched")?
                 .require_releases(&[&a, &b])?;
             Switcher::Fleet(std::sync::Mutex::new(fleet))
@@ -48,7 +47,7 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
         "verify: {} connections on {}, flipping {a} <-> {b} every {:?} for {:?}",
         args.concurrency, args.url, args.flip_every, args.duration
     ));
-    let plan = Plan {
+    let scenario = Scenario {
         page,
         marker,
         a,
@@ -61,7 +60,7 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
         settle: args.settle,
         assets: args.assets,
     };
-    let verdict = cutover_verify::run(&plan, &switcher)?;
+    let verdict = cutover_verify::run(&scenario, &switcher)?;
     let json = serde_json::to_value(&verdict).unwrap_or_default();
     printer.result(&json, || describe(&verdict));
     if verdict.passed {

@@ -126,6 +126,20 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The one host of a command run against a deploy path (`--to`): its entry in `hosts`.
+pub fn one_host(doc: &serde_json::Value) -> &serde_json::Value {
+    let hosts = doc["hosts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hosts: {doc}"));
+    assert_eq!(hosts.len(), 1, "one host expected: {doc}");
+    &hosts[0]
+}
+
+/// What a read-only command (releases, php) answered on its one host.
+pub fn one_result(doc: &serde_json::Value) -> &serde_json::Value {
+    &one_host(doc)["result"]
+}
+
 pub fn exit_code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
