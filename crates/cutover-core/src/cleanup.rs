@@ -75,9 +75,11 @@ pub fn staged_before(releases: &[ReleaseId], release: &ReleaseId) -> Option<Rele
     Some(releases.get(at.checked_sub(1)?)?.clone())
 }
 
-/// Staging directories and temporary links can only belong to a deploy that died: a live
-/// one would hold the lock we hold.
-pub(crate) fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>> {
+/// Staging directories, temporary links and releases never switched to can only belong to
+/// a deploy that died: a live one would hold the lock we hold. Such a release is complete,
+/// but no one ever served it; left in place, `rollback` could pick it over the release that
+/// was live.
+pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>> {
     let dry_run = mode.is_dry_run();
     let mut debris = Vec::new();
     let Ok(entries) = std::fs::read_dir(deploy.state_dir()) else {
@@ -97,6 +99,26 @@ pub(crate) fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<S
             }
             debris.push(name);
         }
+    }
+    let current = deploy.current_release()?;
+    let events = history::read(&deploy.history_file())?;
+    for id in deploy.releases_in_order(&events)? {
+        if current.as_ref() == Some(&id) || !history::never_served(&events, &id) {
+            continue;
+        }
+        if !dry_run {
+            crate::trash::discard(deploy, &deploy.release(&id))?;
+            let _ = std::fs::remove_file(deploy.manifest_file(&id));
+            crate::assets::forget(deploy, &id);
+            history::append(
+                &deploy.history_file(),
+                &Event::now(EventKind::Removed, id.clone()),
+            )?;
+        }
+        debris.push(format!(
+            "{}/{id} (never switched to)",
+            crate::layout::RELEASES
+        ));
     }
     if !dry_run {
         crate::trash::empty(deploy);

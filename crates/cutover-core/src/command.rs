@@ -13,6 +13,11 @@ const TAIL_LINES: usize = 20;
 
 /// Runs `script` with `sh -c` in `dir`; on failure returns its status and the last lines
 /// of its output (stdout and stderr interleaved as it wrote them).
+///
+/// The command runs in a process group of its own, and nothing of it outlives the call:
+/// when `sh` ends, whatever it left running in its group is killed, and if cutover itself
+/// dies (killed, interrupted), a guard process sees its pipe close and kills the group. A
+/// hook must never go on writing into a staging directory the next deploy removes.
 pub fn run(
     phase: &'static str,
     script: &str,
@@ -29,12 +34,12 @@ pub fn run(
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(writer)
-        .stderr(writer_err);
+        .stderr(writer_err)
+        .process_group(0);
     for (key, value) in env {
         command.env(key, value);
     }
-    // If cutover is killed, its hook must not go on writing into a staging directory
-    // that the next deploy is about to remove.
+    // The shell itself goes at once with cutover; the guard takes care of the rest.
     unsafe {
         command.pre_exec(|| {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -43,6 +48,39 @@ pub fn run(
     }
     let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
     drop(command);
+    let group = child.id();
+    let guard = GroupGuard::start(group);
+    let tail = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| read_output(reader, observer));
+        // Whatever the command left running in its group ends with it (which also closes
+        // the output pipe for the reader). The shell is reaped only after the kill: until
+        // then its pid, and so the group's id, cannot name another process.
+        wait_exited(group);
+        kill_group(group);
+        let status = child.wait();
+        drop(guard);
+        (status, reading.join().unwrap_or_default())
+    });
+    let (status, tail) = tail;
+    let status = status.ctx("wait for a command in", dir)?;
+    if status.success() {
+        return Ok(());
+    }
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_string(),
+    };
+    Err(Error::CommandFailed {
+        phase,
+        command: script.to_string(),
+        status,
+        tail: tail.into(),
+    })
+}
+
+/// The command's output, line by line to the observer; the last lines are kept.
+fn read_output(reader: std::io::PipeReader, observer: &dyn Observer) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     let mut lines = BufReader::new(reader);
     let mut buf = Vec::new();
@@ -60,21 +98,55 @@ pub fn run(
             }
         }
     }
-    let status = child.wait().ctx("wait for a command in", dir)?;
-    if status.success() {
-        return Ok(());
+    tail
+}
+
+/// Returns when the process has exited, leaving it to be reaped.
+fn wait_exited(pid: u32) {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+        while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(pid), options) {}
     }
-    let status = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "failed".to_string(),
-    };
-    Err(Error::CommandFailed {
-        phase,
-        command: script.to_string(),
-        status,
-        tail: tail.into(),
-    })
+}
+
+fn kill_group(group: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(group as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// A separate process that kills a command's process group when cutover's end of a pipe
+/// closes: on a normal return (dropped here) as much as when cutover is killed, which no
+/// code of ours would survive to handle. It sits in a group of its own, so a Ctrl-C at the
+/// terminal reaches cutover and not the guard.
+struct GroupGuard {
+    child: Option<std::process::Child>,
+}
+
+impl GroupGuard {
+    fn start(group: u32) -> GroupGuard {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("read _ignored; kill -9 \"-$0\" 2>/dev/null")
+            .arg(group.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .ok();
+        GroupGuard { child }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Describes the source when it is a git work tree; `None` otherwise or without git.

@@ -146,6 +146,11 @@ pub fn stage_and_commit(
     let release_dir = deploy.release(job.release);
     if let Err(e) = std::fs::rename(&staging, &release_dir) {
         let _ = crate::trash::discard(deploy, &staging);
+        // The history said "staged": say it is gone, or readers would look for it.
+        let _ = history::append(
+            &deploy.history_file(),
+            &Event::now(EventKind::Removed, job.release.clone()),
+        );
         return Err(Error::io("move the staged release to", release_dir, e));
     }
     crate::swap::fsync_dir(&deploy.releases_dir())?;
@@ -296,6 +301,17 @@ pub fn excludes_for(deploy: &DeployPath, source_dir: &Path, base: &Excludes) -> 
     Ok(excludes)
 }
 
+/// Refuses a deploy path that is the source itself, before anything is created in it.
+pub fn check_deploy_path(deploy: &DeployPath, source_dir: &Path) -> Result<()> {
+    if existing_ancestor_canonical(deploy.root()) == source_dir {
+        return Err(Error::DeployPathInsideSource {
+            deploy_path: deploy.root().to_path_buf(),
+            source_dir: source_dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 fn existing_ancestor_canonical(path: &Path) -> PathBuf {
     let mut missing = Vec::new();
     let mut probe = path;
@@ -371,6 +387,9 @@ fn link_shared(deploy: &DeployPath, staging: &Path, opts: &DeployOptions) -> Res
 /// previous release.
 fn write_release_file(staging: &Path, name: &str, release: &ReleaseId) -> Result<()> {
     let path = staging.join(name);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::ReleaseFileIsDirectory(name.to_string()));
+    }
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

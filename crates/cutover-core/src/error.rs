@@ -70,6 +70,8 @@ pub enum Error {
     ContentMismatch(PathBuf),
     #[error("{0} has a name that is not UTF-8, which a manifest cannot carry")]
     NonUtf8Path(PathBuf),
+    #[error("the release file `{0}` is a directory of the release")]
+    ReleaseFileIsDirectory(String),
     #[error("the deploy path {deploy_path} is inside the release being staged from {source_dir}")]
     DeployPathInsideSource {
         deploy_path: PathBuf,
@@ -109,7 +111,8 @@ impl Error {
             | Error::DeployPathInsideSource { .. }
             | Error::SymlinkOutside { .. }
             | Error::UnsupportedFileType(_)
-            | Error::NonUtf8Path(_) => ErrorKind::Usage,
+            | Error::NonUtf8Path(_)
+            | Error::ReleaseFileIsDirectory(_) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
     }
@@ -117,11 +120,18 @@ impl Error {
     /// What the user can do about it, when we know.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            Error::Io { source, path, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied => format!(
-                    "the user running cutover cannot write there; run as the owner of {} or fix its permissions",
-                    path.display()
-                ),
+            Error::Io { source, path, op } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    let access = if op.starts_with("read") || op.starts_with("list") || op.starts_with("stat") {
+                        "read"
+                    } else {
+                        "write"
+                    };
+                    format!(
+                        "the user running cutover cannot {access} there; run as the owner of {} or fix its permissions",
+                        path.display()
+                    )
+                }
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                     "the disk is full; free space (e.g. `cutover cleanup --keep 2`) and deploy again".into()
                 }
@@ -158,6 +168,9 @@ impl Error {
             Error::NonUtf8Path(_) => "rename it, or leave it out with [deploy] exclude".into(),
             Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
             Error::DeployPathInsideSource { .. } => "deploy to a path outside the source directory".into(),
+            Error::ReleaseFileIsDirectory(_) => {
+                "name a file that is not in the app for [deploy] release_file (default RELEASE)".into()
+            }
             _ => return None,
         })
     }

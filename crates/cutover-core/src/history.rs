@@ -112,6 +112,24 @@ pub fn replaced_by(events: &[Event], release: &ReleaseId) -> Option<ReleaseId> {
         .and_then(|e| e.previous.clone())
 }
 
+/// Whether `release` was staged by cutover and never became current since: what a deploy
+/// killed between moving its release into `releases/` and the switch leaves. Releases with
+/// no `staged` event (adopted from Capistrano or Deployer) were served by their tool. A
+/// release some later switch replaced was live too, even if the event of its own switch
+/// was lost (a deploy killed right after its rename).
+pub fn never_served(events: &[Event], release: &ReleaseId) -> bool {
+    let Some(staged) = events
+        .iter()
+        .rposition(|e| e.event == EventKind::Staged && &e.release == release)
+    else {
+        return false;
+    };
+    !events[staged..].iter().any(|e| {
+        matches!(e.event, EventKind::Switched | EventKind::RolledBack)
+            && (&e.release == release || e.previous.as_ref() == Some(release))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +152,10 @@ mod tests {
             .unwrap();
         let events = read(&path).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!(replaced_by(&events, &b), Some(a));
+        assert_eq!(replaced_by(&events, &b), Some(a.clone()));
+
+        assert!(!never_served(&events, &b), "switched to");
+        assert!(!never_served(&events, &a), "adopted: no staged event");
 
         // The event after a torn line is not lost with it.
         let c = ReleaseId::parse("3").unwrap();
@@ -142,5 +163,6 @@ mod tests {
         let events = read(&path).unwrap();
         assert_eq!(events.len(), 3);
         assert_eq!(events[2].release, c);
+        assert!(never_served(&events, &c));
     }
 }

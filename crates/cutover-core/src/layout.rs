@@ -113,12 +113,26 @@ impl DeployPath {
         missing
     }
 
-    /// Creates the directories a deploy needs; a no-op on an existing deploy path.
-    pub fn ensure_layout(&self) -> Result<()> {
+    /// Creates the directories a deploy needs and returns the ones it created (outermost
+    /// first), so a refused first deploy can remove exactly those; on failure it removes
+    /// them itself. A no-op on an existing deploy path.
+    pub fn ensure_layout(&self) -> Result<Vec<PathBuf>> {
+        let mut created: Vec<PathBuf> = self.outermost_missing().into_iter().collect();
         for dir in [self.releases_dir(), self.shared_dir(), self.state_dir()] {
-            std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+            let new = std::fs::symlink_metadata(&dir).is_err();
+            if let Err(e) = std::fs::create_dir_all(&dir).ctx("create", &dir) {
+                for made in &created {
+                    let _ = std::fs::remove_dir_all(made);
+                }
+                return Err(e);
+            }
+            if new && !created.iter().any(|c| dir.starts_with(c)) {
+                created.push(dir);
+            }
         }
-        Ok(())
+        // `create_dir_all` accepts a file where a directory must be only by failing; a
+        // `shared` or `.cutover` that is a file fails above, after the others were made.
+        Ok(created)
     }
 
     pub fn flavor(&self) -> Flavor {
@@ -140,8 +154,13 @@ impl DeployPath {
     /// does not know (adopted from Capistrano or Deployer) come first, by name, digit runs
     /// compared as numbers: Deployer's `9` before `10`, Capistrano's timestamps by age.
     pub fn releases(&self) -> Result<Vec<ReleaseId>> {
-        let mut ids = self.release_dirs()?;
         let events = crate::history::read(&self.history_file())?;
+        self.releases_in_order(&events)
+    }
+
+    /// `releases`, with the history already read (it grows with every switch).
+    pub fn releases_in_order(&self, events: &[crate::history::Event]) -> Result<Vec<ReleaseId>> {
+        let mut ids = self.release_dirs()?;
         let staged_at = |id: &ReleaseId| {
             events
                 .iter()
@@ -175,8 +194,11 @@ impl DeployPath {
         Ok(ids)
     }
 
+    /// A release is a real directory in `releases/`: a symlink there (to anywhere) is not
+    /// one, as `releases()` does not list it.
     pub fn require_release(&self, id: &ReleaseId) -> Result<()> {
-        if self.release(id).is_dir() {
+        let real_dir = std::fs::symlink_metadata(self.release(id)).is_ok_and(|m| m.is_dir());
+        if real_dir {
             return Ok(());
         }
         Err(Error::NoSuchRelease {

@@ -29,7 +29,11 @@ impl LockHolder {
             user: crate::identity::user(),
             host: crate::identity::host(),
             pid: std::process::id(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            // args() panics on an argument that is not UTF-8; the record is for people.
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
             since: crate::identity::now_rfc3339(),
         }
     }

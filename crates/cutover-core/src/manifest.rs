@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::stage::StageStats;
-use crate::tree::{link_stays_inside, walk, Entry, Excludes};
+use crate::tree::{link_on_disk, link_stays_inside, walk, Entry, Excludes};
 
 /// One entry; paths are relative, `/`-separated, UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +146,16 @@ impl Manifest {
     /// absolute paths, `..`, links leaving the release, entries whose parent is not a
     /// directory listed before them, duplicates.
     pub fn validate(&self) -> Result<()> {
+        // Links are judged as the kernel will resolve them: through the release's own links.
+        let links: HashMap<&str, &str> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Symlink { target } => Some((e.path.as_str(), target.as_str())),
+                _ => None,
+            })
+            .collect();
+        let link_of = |p: &Path| links.get(p.to_str()?).map(PathBuf::from);
         let mut kinds: HashMap<&str, bool> = HashMap::new();
         let mut last: Option<&str> = None;
         for entry in &self.entries {
@@ -170,7 +180,7 @@ impl Manifest {
                 }
             }
             if let EntryKind::Symlink { target } = &entry.kind {
-                if !link_stays_inside(path, Path::new(target)) {
+                if !link_stays_inside(path, Path::new(target), &link_of) {
                     return bad("the link points outside the release");
                 }
             }
@@ -232,7 +242,7 @@ pub fn scan(dir: &Path, excludes: &Excludes, known: Option<&Manifest>) -> Result
             EntryKind::Dir
         } else if entry.file_type.is_symlink() {
             let target = std::fs::read_link(entry.path).ctx("read the link", entry.path)?;
-            if !link_stays_inside(entry.rel, &target) {
+            if !link_stays_inside(entry.rel, &target, &link_on_disk(dir)) {
                 return Err(Error::SymlinkOutside {
                     link: entry.path.to_path_buf(),
                     target,

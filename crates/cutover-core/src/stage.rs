@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::error::{Error, IoContext, Result};
-use crate::tree::{link_stays_inside, walk, Entry, Excludes};
+use crate::tree::{link_on_disk, link_stays_inside, walk, Entry, Excludes};
 
 /// Told about progress; must be cheap, it is called once per file from many threads.
 pub trait Observer: Sync {
@@ -100,7 +100,7 @@ pub fn populate(job: &Populate<'_>, observer: &dyn Observer) -> Result<Staged> {
         }
         if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path).ctx("read the link", entry.path)?;
-            if !link_stays_inside(entry.rel, &target) {
+            if !link_stays_inside(entry.rel, &target, &link_on_disk(job.source)) {
                 return Err(Error::SymlinkOutside {
                     link: entry.path.to_path_buf(),
                     target,
@@ -274,14 +274,48 @@ pub fn copy_file(from: &Path, meta: &std::fs::Metadata, to: &Path) -> Result<()>
         .mode(0o600)
         .open(to)
         .ctx("create", to)?;
-    // std::io::copy uses copy_file_range(2), which reflinks where the file system can.
-    std::io::copy(&mut src, &mut dst).ctx("copy into", to)?;
+    // A file with holes (512 blocks of 512 bytes cover fewer bytes than its length) is
+    // copied by its data segments, or a 1 GiB sparse file becomes 1 GiB on disk.
+    if meta.blocks().saturating_mul(512) < meta.len() {
+        copy_sparse(&src, &dst, meta.len()).ctx("copy into", to)?;
+    } else {
+        // std::io::copy uses copy_file_range(2), which reflinks where the file system can.
+        std::io::copy(&mut src, &mut dst).ctx("copy into", to)?;
+    }
     dst.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
         .ctx("set the mode of", to)?;
     let times = FileTimes::new()
         .set_modified(meta.modified().ctx("read the mtime of", from)?)
         .set_accessed(meta.accessed().ctx("read the atime of", from)?);
     dst.set_times(times).ctx("set the times of", to)
+}
+
+/// Copies only the data segments (SEEK_DATA/SEEK_HOLE), at the same offsets, and sets the
+/// length: the holes stay holes.
+fn copy_sparse(src: &File, dst: &File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{copy_file_range, seek, SeekFrom};
+    let mut at = 0u64;
+    while at < len {
+        let data = match seek(src, SeekFrom::Data(at)) {
+            Ok(data) => data,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = seek(src, SeekFrom::Hole(data))?.min(len);
+        let (mut from, mut to) = (data, data);
+        while from < hole {
+            let want = (hole - from) as usize;
+            let n = copy_file_range(src, Some(&mut from), dst, Some(&mut to), want)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was copied",
+                ));
+            }
+        }
+        at = hole;
+    }
+    dst.set_len(len)
 }
 
 /// Above this many written files one syncfs(2) is cheaper than an fsync each.

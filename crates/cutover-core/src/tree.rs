@@ -132,27 +132,67 @@ fn walk_dir<'s, F>(
     }
 }
 
-/// True when a relative link at `rel` with this target resolves inside the tree's root.
-/// Judged on the text of the link, so it holds wherever the tree is moved.
-pub fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+/// Whether the link at `rel` (relative to the tree's root) with `target` as its text
+/// resolves inside the tree. Links of the tree met on the way are followed, as the kernel
+/// would: `link_of(path)` gives the text of the link at `path`, or `None` when it is not
+/// one. So `esc -> a/up/..` with `a/up -> ..` escapes although its text alone stays
+/// inside. Absolute targets, a chain of more than 40 links and a loop count as outside.
+pub fn link_stays_inside(
+    rel: &Path,
+    target: &Path,
+    link_of: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> bool {
+    const MAX_LINKS: usize = 40;
+    let mut at: Vec<OsString> = rel
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut pending: std::collections::VecDeque<OsString> = std::collections::VecDeque::new();
     if target.is_absolute() {
         return false;
     }
-    let mut depth = rel.parent().map_or(0, |p| p.components().count()) as isize;
-    for part in target.components() {
-        match part {
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
+    pending.extend(target.components().map(|c| c.as_os_str().to_os_string()));
+    let mut followed = 0;
+    while let Some(part) = pending.pop_front() {
+        match Path::new(&part).components().next() {
+            Some(Component::ParentDir) => {
+                if at.pop().is_none() {
                     return false;
                 }
             }
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return false,
+            Some(Component::Normal(name)) => {
+                at.push(name.to_os_string());
+                let path: PathBuf = at.iter().collect();
+                if let Some(next) = link_of(&path) {
+                    followed += 1;
+                    if followed > MAX_LINKS || next.is_absolute() {
+                        return false;
+                    }
+                    at.pop();
+                    for c in next.components().rev() {
+                        pending.push_front(c.as_os_str().to_os_string());
+                    }
+                }
+            }
+            Some(Component::CurDir) | None => {}
+            Some(Component::RootDir | Component::Prefix(_)) => return false,
         }
     }
     true
+}
+
+/// `link_of` for a tree on disk.
+pub fn link_on_disk(root: &Path) -> impl Fn(&Path) -> Option<PathBuf> + '_ {
+    move |rel| {
+        let path = root.join(rel);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.file_type().is_symlink() {
+            return None;
+        }
+        std::fs::read_link(path).ok()
+    }
 }
 
 #[cfg(test)]
@@ -167,9 +207,10 @@ mod tests {
             ("a/b/link", "../../c/./d"),
             ("link", "x/../y"),
         ];
+        let no_links = |_: &Path| None;
         for (rel, target) in inside {
             assert!(
-                link_stays_inside(Path::new(rel), Path::new(target)),
+                link_stays_inside(Path::new(rel), Path::new(target), &no_links),
                 "{rel} -> {target}"
             );
         }
@@ -181,10 +222,47 @@ mod tests {
         ];
         for (rel, target) in outside {
             assert!(
-                !link_stays_inside(Path::new(rel), Path::new(target)),
+                !link_stays_inside(Path::new(rel), Path::new(target), &no_links),
                 "{rel} -> {target}"
             );
         }
+    }
+
+    #[test]
+    fn links_through_links_of_the_tree_are_followed() {
+        let links = |p: &Path| match p.to_str()? {
+            "a/b/up" => Some(PathBuf::from("../..")),
+            "a/self" => Some(PathBuf::from("self")),
+            "a/down" => Some(PathBuf::from("b")),
+            _ => None,
+        };
+        // The reproduction: `up` is the root, so anything above it leaves.
+        assert!(!link_stays_inside(
+            Path::new("esc"),
+            Path::new("a/b/up/../x"),
+            &links
+        ));
+        assert!(link_stays_inside(
+            Path::new("ok"),
+            Path::new("a/b/up/x"),
+            &links
+        ));
+        assert!(link_stays_inside(
+            Path::new("a/l"),
+            Path::new("down/../../y"),
+            &links
+        ));
+        assert!(!link_stays_inside(
+            Path::new("a/l"),
+            Path::new("down/../../../y"),
+            &links
+        ));
+        // A loop never resolves: outside.
+        assert!(!link_stays_inside(
+            Path::new("l"),
+            Path::new("a/self"),
+            &links
+        ));
     }
 
     #[test]

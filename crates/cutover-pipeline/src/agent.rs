@@ -15,7 +15,7 @@ use cutover_core::manifest::{self, Manifest, Plan};
 use cutover_core::stage::{Observer, Silent, StageStats};
 use cutover_protocol::{
     recv, send, ContentReader, Failure, Limits, ManifestPayload, ProtocolError, Reply, Request,
-    StageRequest, StageSpec, PROTOCOL,
+    StageRequest, PROTOCOL,
 };
 
 use crate::host::local::{options, planned};
@@ -172,35 +172,6 @@ fn check_script_dir(host: &LocalHost, dir: Option<&Path>) -> Result<(), HostErro
     ))
 }
 
-/// Paths of a stage spec, as cutover.toml's own checks would take them: relative, inside
-/// the release, no `..`.
-fn check_spec(spec: &StageSpec) -> Result<(), HostError> {
-    let paths = spec
-        .shared_dirs
-        .iter()
-        .map(|p| ("[shared] dirs", p))
-        .chain(spec.shared_files.iter().map(|p| ("[shared] files", p)))
-        .chain(std::iter::once((
-            "[deploy] release_file",
-            &spec.release_file,
-        )));
-    for (key, path) in paths {
-        let trimmed = path.trim_end_matches('/');
-        let bad = trimmed.is_empty()
-            || Path::new(trimmed).is_absolute()
-            || trimmed
-                .split('/')
-                .any(|part| part == ".." || part == "." || part.is_empty());
-        if bad {
-            return Err(HostError::usage(
-                format!("{key} `{path}` is not a path inside the release"),
-                "name a relative path without `..`, e.g. `storage`",
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn stage_received(
     host: &mut LocalHost,
     request: StageRequest,
@@ -208,7 +179,7 @@ fn stage_received(
     output: &mut dyn Write,
 ) -> Result<Reply, Handled> {
     let started = std::time::Instant::now();
-    check_spec(&request.spec)?;
+    crate::host::local::check_spec(&request.spec)?;
     let (release, previous) = host.begin(&request.release, request.dry_run)?;
     let deploy = host
         .deploy_path()
@@ -350,4 +321,208 @@ fn drain(input: &mut dyn Read) -> Result<(), ProtocolError> {
     let mut content = ContentReader::new(input, Limits::DEFAULT)?;
     std::io::copy(&mut content, &mut std::io::sink())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use cutover_core::history::Source;
+    use cutover_core::manifest::Manifest;
+    use cutover_core::ReleaseId;
+    use cutover_protocol::{
+        recv, send, Access, Limits, ManifestPayload, OpenRequest, Reply, Request, StageRequest,
+        StageSpec, PROTOCOL,
+    };
+
+    /// Feeds `requests` to a session and returns its replies.
+    fn session(requests: &[Request]) -> Vec<Reply> {
+        let mut input = Vec::new();
+        for request in requests {
+            send(&mut input, request).unwrap();
+        }
+        let mut output = Vec::new();
+        let _ = super::serve(&mut input.as_slice(), &mut output);
+        let mut replies = Vec::new();
+        let mut rest = output.as_slice();
+        while let Ok(reply) = recv::<Reply>(&mut rest, &Limits::DEFAULT) {
+            replies.push(reply);
+        }
+        replies
+    }
+
+    fn hello() -> Request {
+        Request::Hello {
+            protocol: PROTOCOL,
+            version: "test".into(),
+        }
+    }
+
+    fn open(path: &Path) -> Request {
+        Request::Open(Box::new(OpenRequest {
+            path: path.to_path_buf(),
+            access: Access::Lock {
+                wait_ms: None,
+                create: true,
+            },
+            refresh: Default::default(),
+            assets: cutover_core::assets::AssetOptions::none(),
+        }))
+    }
+
+    fn stage(spec: StageSpec) -> Request {
+        Request::Stage(Box::new(StageRequest {
+            release: ReleaseId::parse("r1").unwrap(),
+            manifest: ManifestPayload::Full(Manifest::default()),
+            spec,
+            source: Source::default(),
+            dry_run: false,
+        }))
+    }
+
+    /// Everything under `dir`, as relative paths.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut paths = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                paths.push(path.strip_prefix(dir).unwrap().display().to_string());
+                if entry.file_type().unwrap().is_dir() {
+                    dirs.push(path);
+                }
+            }
+        }
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn paths_from_the_deploying_side_that_leave_the_deploy_path_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let deploy = root.path().join("dp_evil");
+        let outside = root.path().join("x");
+        let specs = [
+            StageSpec {
+                release_file: outside.join("PWNED.txt").display().to_string(),
+                ..StageSpec::default()
+            },
+            StageSpec {
+                release_file: "RELEASE".into(),
+                shared_dirs: vec!["../../OUTSIDE_DIR".into()],
+                ..StageSpec::default()
+            },
+            StageSpec {
+                release_file: "RELEASE".into(),
+                shared_files: vec!["/etc/passwd".into()],
+                ..StageSpec::default()
+            },
+        ];
+        for spec in specs {
+            let replies = session(&[hello(), open(&deploy), stage(spec.clone())]);
+            match replies.last() {
+                Some(Reply::Failed(failure)) => {
+                    assert!(failure.usage, "{spec:?}: {failure:?}");
+                    assert!(
+                        failure.message.contains("inside the release"),
+                        "{failure:?}"
+                    );
+                }
+                other => panic!("{spec:?}: expected a refusal, got {other:?}"),
+            }
+            let everything = tree(root.path());
+            assert!(
+                everything.iter().all(|p| p.starts_with("dp_evil")),
+                "{spec:?}: written outside the deploy path: {everything:?}"
+            );
+            assert!(!deploy.join("releases/r1").exists());
+        }
+    }
+
+    #[test]
+    fn a_session_must_begin_with_hello_of_this_protocol() {
+        let root = tempfile::tempdir().unwrap();
+        let replies = session(&[open(root.path())]);
+        assert!(
+            matches!(&replies[..], [Reply::Failed(f)] if f.message.contains("hello")),
+            "{replies:?}"
+        );
+        let old = Request::Hello {
+            protocol: PROTOCOL - 1,
+            version: "0.0.1".into(),
+        };
+        let replies = session(&[old, open(root.path())]);
+        assert!(
+            matches!(&replies[..], [Reply::Failed(f)] if f.message.contains("protocol")),
+            "{replies:?}"
+        );
+        assert!(tree(root.path()).is_empty(), "nothing was opened");
+    }
+
+    /// A valid stage request's frame, for mutation.
+    fn stage_frame() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let spec = StageSpec {
+            release_file: "RELEASE".into(),
+            shared_dirs: vec!["storage".into()],
+            ..StageSpec::default()
+        };
+        send(&mut bytes, &stage(spec)).unwrap();
+        bytes
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Random bytes after a valid start, and a valid stage request with bytes flipped
+        /// or cut: never a panic, never a file outside the deploy path.
+        #[test]
+        fn random_and_mutated_frames_never_panic_nor_write_outside(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let deploy = root.path().join("dp");
+            let mut input = Vec::new();
+            send(&mut input, &hello()).unwrap();
+            send(&mut input, &open(&deploy)).unwrap();
+            input.extend_from_slice(&noise);
+            let _ = super::serve(&mut input.as_slice(), &mut Vec::new());
+
+            // The deploy path is the deploying side's to name: the session starts valid,
+            // and what follows it is mutated.
+            let mut mutated = stage_frame();
+            for (at, byte) in &flips {
+                let len = mutated.len();
+                mutated[at % len] ^= byte;
+            }
+            mutated.truncate(cut % (mutated.len() + 1));
+            let mut session = Vec::new();
+            send(&mut session, &hello()).unwrap();
+            send(&mut session, &open(&deploy)).unwrap();
+            session.extend_from_slice(&mutated);
+            let _ = super::serve(&mut session.as_slice(), &mut Vec::new());
+            let everything = tree(root.path());
+            proptest::prop_assert!(
+                everything.iter().all(|p| p.starts_with("dp")),
+                "written outside the deploy path: {:?}", everything
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncated_frame_is_an_error_not_a_clean_end() {
+        let mut input = Vec::new();
+        send(&mut input, &hello()).unwrap();
+        let mut partial = Vec::new();
+        send(&mut partial, &hello()).unwrap();
+        input.extend_from_slice(&partial[..partial.len() - 3]);
+        let mut output = Vec::new();
+        let outcome = super::serve(&mut input.as_slice(), &mut output);
+        assert!(
+            outcome.is_err(),
+            "a frame cut short must not pass as the end"
+        );
+    }
 }

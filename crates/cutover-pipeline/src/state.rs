@@ -64,6 +64,7 @@ pub struct HostReport {
     pub host: String,
     pub status: HostState,
     pub deploy_path: String,
+    /// The release that was current when the command began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<ReleaseId>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -116,6 +116,53 @@ pub struct StageSpec {
     pub release_file: String,
 }
 
+impl StageSpec {
+    /// Paths as cutover.toml's own checks take them: relative, inside the release, no
+    /// `..`; and the release file not inside a shared path (it would overwrite shared
+    /// data with the release id). Checked wherever a spec is used, so a spec that crossed
+    /// the network is held to the same rules as the local CLI's.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        let paths = self
+            .shared_dirs
+            .iter()
+            .map(|p| ("[shared] dirs", p))
+            .chain(self.shared_files.iter().map(|p| ("[shared] files", p)))
+            .chain(std::iter::once((
+                "[deploy] release_file",
+                &self.release_file,
+            )));
+        for (key, path) in paths {
+            let trimmed = path.trim_end_matches('/');
+            let bad = trimmed.is_empty()
+                || trimmed.starts_with('/')
+                || trimmed
+                    .split('/')
+                    .any(|part| part == ".." || part == "." || part.is_empty());
+            if bad {
+                return Err((
+                    format!("{key} `{path}` is not a path inside the release"),
+                    "name a relative path without `..`, e.g. `storage`",
+                ));
+            }
+        }
+        let release_file = self.release_file.trim_end_matches('/');
+        for shared in self.shared_dirs.iter().chain(&self.shared_files) {
+            let shared = shared.trim_end_matches('/');
+            let inside = release_file == shared
+                || release_file
+                    .strip_prefix(shared)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            if inside {
+                return Err((
+                    format!("[deploy] release_file `{release_file}` is inside the shared path `{shared}`"),
+                    "every release would write its id into the same shared file; name a file of the release itself, e.g. `RELEASE`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
     pub release: ReleaseId,

@@ -45,7 +45,11 @@ pub(crate) fn judge(
         .filter(|s| s.start >= last_switch && !(s.ok() && s.served == Served::B))
         .collect();
     let tail = last_switch + (settle_end - last_switch) * 0.8;
-    let visibility_ms = if not_b.iter().any(|s| s.start >= tail) {
+    // No request after the last switch showed B (all failed, or none ran): never visible.
+    let saw_b = samples
+        .iter()
+        .any(|s| s.start >= last_switch && s.ok() && s.served == Served::B);
+    let visibility_ms = if !saw_b || not_b.iter().any(|s| s.start >= tail) {
         None
     } else {
         Some(
@@ -214,6 +218,19 @@ mod tests {
         assert_eq!(verdict.visibility_ms, None);
         assert_eq!(verdict.mixed, 1);
         assert!(!verdict.passed);
+    }
+
+    #[test]
+    fn no_page_showing_b_after_the_last_switch_is_never_visible_not_zero_ms() {
+        // Every request failed (nothing answered), or none ran after the switch.
+        let failed: Vec<Sample> = (0..10)
+            .map(|n| sample(0.5 + n as f64 * 0.3, 0.001, 0, Served::Neither))
+            .collect();
+        for samples in [failed, Vec::new()] {
+            let verdict = judge(&scenario(), &samples, &SWITCHES, 4.0);
+            assert_eq!(verdict.visibility_ms, None, "{} samples", samples.len());
+            assert!(!verdict.passed);
+        }
     }
 
     #[test]

@@ -41,6 +41,25 @@ impl PageUrl {
         })
     }
 
+    /// Whether anything listens at the page's host and port, checked before anything is
+    /// switched: with nothing there the run would only measure failures while flipping the
+    /// live site. A connection and no request: a request would compile the page into
+    /// OPcache before the first switch and change what is measured.
+    pub fn reachable(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let addrs = self
+            .url
+            .socket_addrs(|| Some(80))
+            .map_err(|e| format!("cannot resolve the host: {e}"))?;
+        let mut last = String::from("the host has no address");
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     pub fn as_given(&self) -> &str {
         &self.given
     }

@@ -18,14 +18,14 @@ impl Printer {
     /// A status line for people (stderr); not shown with --quiet or --json.
     pub fn progress_line(&self, line: &str) {
         if !self.quiet && !self.json {
-            eprintln!("{line}");
+            say(format_args!("{line}"));
         }
     }
 
     /// Shown unless --quiet, also beside --json (on stderr, so stdout stays one document).
     pub fn warn(&self, line: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("warning: {}", line.as_ref());
+            say(format_args!("warning: {}", line.as_ref()));
         }
     }
 
@@ -48,17 +48,18 @@ impl Printer {
 
     pub fn error(&self, error: &crate::error::CommandError) {
         if self.json && !RESULT_PRINTED.load(Relaxed) {
-            println!(
+            let _ = writeln!(
+                std::io::stdout(),
                 "{}",
                 serde_json::to_string_pretty(&error.to_json()).unwrap_or_default()
             );
         }
-        eprintln!("error: {}", error.message);
+        say(format_args!("error: {}", error.message));
         for cause in &error.causes {
-            eprintln!("  caused by: {cause}");
+            say(format_args!("  caused by: {cause}"));
         }
         for hint in &error.hints {
-            eprintln!("hint: {hint}");
+            say(format_args!("hint: {hint}"));
         }
     }
 
@@ -66,6 +67,13 @@ impl Printer {
     pub fn shows_progress(&self) -> bool {
         !self.quiet && !self.json && std::io::stderr().is_terminal()
     }
+}
+
+/// A line on stderr. println!/eprintln! panic when the write fails (a closed pipe, a full
+/// disk behind a redirect); what cutover says must never turn a finished deploy into a
+/// crash.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 pub fn human_bytes(bytes: u64) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cutover_pipeline::{HostPlan, HostState, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::printer::{human_bytes, Printer};
+use crate::printer::{human_bytes, say, Printer};
 
 /// Files and bytes staged so far, and the output of hooks, shown as it happens.
 pub struct StageProgress {
@@ -54,8 +54,8 @@ impl cutover_core::stage::Observer for StageProgress {
             return;
         }
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("  │ {line}")),
-            None => eprintln!("  │ {line}"),
+            Some(bar) => bar.suspend(|| say(format_args!("  │ {line}"))),
+            None => say(format_args!("  │ {line}")),
         }
     }
 }

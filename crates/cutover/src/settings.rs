@@ -155,8 +155,9 @@ pub fn release_id(text: &str) -> Result<ReleaseId> {
     Ok(ReleaseId::parse(text)?)
 }
 
-/// The deploy: what to stage from where, resolved once for every host.
-pub fn deploy_job(args: &DeployArgs, config: &Config) -> Result<DeployJob> {
+/// The deploy: what to stage from where, resolved once for every host. A deploy path on
+/// this machine that is the source itself is refused here, before anything is created.
+pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Result<DeployJob> {
     let source = args
         .source
         .clone()
@@ -169,6 +170,11 @@ pub fn deploy_job(args: &DeployArgs, config: &Config) -> Result<DeployJob> {
             )
         })?;
     let dir = cutover_core::deploy::resolve_source(&source)?;
+    for plan in plans {
+        if matches!(plan.transport, Transport::InProcess) {
+            cutover_core::deploy::check_deploy_path(&DeployPath::new(&plan.path)?, &dir)?;
+        }
+    }
     let mut opts = DeployOptions::new(&dir);
     opts.exclude = config.deploy.exclude.clone();
     opts.shared_dirs = config.shared.dirs.clone();

@@ -12,6 +12,7 @@ mod test_cli_releases;
 mod test_deploy;
 mod test_disk_and_terminal;
 mod test_doctor;
+mod test_faults;
 mod test_fleet;
 mod test_health;
 mod test_kill;

@@ -230,8 +230,7 @@ impl<'p> Fleet<'p> {
 
     /// `cutover cleanup` on every host: old releases and what killed deploys left.
     pub fn cleanup(mut self, keep: usize, dry_run: bool) -> Result<Vec<HostReport>, FleetError> {
-        let self_ = &mut self;
-        let results = self_.each(|slot| slot.host()?.cleanup(keep, dry_run));
+        let results = self.each(|slot| slot.host()?.cleanup(keep, dry_run));
         let progress = self.progress;
         for (slot, report) in self.slots.iter_mut().zip(results) {
             if let Some(report) = report {

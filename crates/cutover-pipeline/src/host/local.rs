@@ -34,9 +34,12 @@ struct Session {
     lock: Option<DeployLock>,
     refresher: Option<Refresher>,
     assets: AssetOptions,
-    /// The outermost directory this session created, removed again if the session ends
-    /// with no release in it (a failed first deploy leaves nothing behind).
-    created: Option<PathBuf>,
+    /// The directories this session created, removed again if the session ends with no
+    /// release in the deploy path (a refused first deploy leaves nothing behind).
+    created: Vec<PathBuf>,
+    /// What killed deploys left, removed when the session took the lock (for `cleanup`'s
+    /// report).
+    debris: Vec<String>,
     /// Staged in this session and not current: removed when the session ends.
     pending: Vec<ReleaseId>,
     /// Staged in this session, with what from: its assets were carried while staging, and
@@ -85,7 +88,9 @@ impl Session {
                 let _ = deploy::discard_release(&self.deploy, &release, Mode::Apply(lock));
             }
         }
+        // Only a session that created directories has anything to take back.
         let empty = self.lock.is_some()
+            && !self.created.is_empty()
             && self.deploy.current_release().ok().flatten().is_none()
             && self
                 .deploy
@@ -93,8 +98,10 @@ impl Session {
                 .map(|r| r.is_empty())
                 .unwrap_or(false);
         drop(self.lock.take());
-        if let (true, Some(dir)) = (empty, &self.created) {
-            let _ = std::fs::remove_dir_all(dir);
+        if empty {
+            for dir in &self.created {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
@@ -134,24 +141,28 @@ impl LocalHost {
             Access::Read => None,
             _ => Refresher::prepare(&request.refresh, &deploy)?,
         };
-        let mut created = None;
+        let mut created = Vec::new();
+        let mut debris = Vec::new();
         let lock = match request.access {
             Access::Lock { wait_ms, create } => {
                 if !create && !deploy.exists() {
                     return Err(missing(&deploy));
                 }
-                created = deploy.outermost_missing();
-                deploy.ensure_layout()?;
+                created = deploy.ensure_layout()?;
                 let wait = wait_ms.map(Duration::from_millis);
-                match cutover_core::DeployLock::acquire(&deploy.lock_file(), wait) {
-                    Ok(lock) => Some(lock),
+                let lock = match cutover_core::DeployLock::acquire(&deploy.lock_file(), wait) {
+                    Ok(lock) => lock,
                     Err(e) => {
-                        if let Some(dir) = &created {
+                        for dir in &created {
                             let _ = std::fs::remove_dir_all(dir);
                         }
                         return Err(e.into());
                     }
-                }
+                };
+                // What a dead deploy left is gone before anything is chosen (rollback's
+                // target, a fresh release id).
+                debris = cutover_core::cleanup::remove_debris(&deploy, Mode::Apply(&lock))?;
+                Some(lock)
             }
             Access::Read => {
                 if !deploy.exists() {
@@ -176,6 +187,7 @@ impl LocalHost {
             refresher,
             assets: request.assets.clone(),
             created,
+            debris,
             pending: Vec::new(),
             fresh: Vec::new(),
             revert: None,
@@ -196,6 +208,7 @@ impl LocalHost {
         order: &StageOrder<'_>,
         tree: &SourceTree,
     ) -> Result<Staged, HostError> {
+        check_spec(order.spec)?;
         let observer = Arc::clone(&self.observer);
         let session = self.session()?;
         let deploy = &session.deploy;
@@ -384,13 +397,22 @@ impl LocalHost {
     }
 
     pub fn clean(&mut self, keep: usize, dry_run: bool) -> Result<CleanupReport, HostError> {
-        let session = self.session()?;
-        let mode = if dry_run {
-            Mode::DryRun
-        } else {
-            session.changing()?.1
+        let session = self.session_mut()?;
+        let mut report = {
+            let mode = if dry_run {
+                Mode::DryRun
+            } else {
+                session.changing()?.1
+            };
+            cutover_core::cleanup::cleanup(&session.deploy, keep, mode)?
         };
-        Ok(cutover_core::cleanup::cleanup(&session.deploy, keep, mode)?)
+        // What the session already removed when it took the lock counts as this cleanup's.
+        let mut debris = std::mem::take(&mut session.debris);
+        debris.append(&mut report.debris);
+        debris.sort();
+        debris.dedup();
+        report.debris = debris;
+        Ok(report)
     }
 
     pub fn list(&self) -> Result<ReleaseList, HostError> {
@@ -494,6 +516,12 @@ pub fn options(spec: &StageSpec, assets: &AssetOptions, source: &std::path::Path
         assets: assets.clone(),
         ..DeployOptions::new(source)
     }
+}
+
+/// A stage spec by the rules of `StageSpec::validate`, as a host's error.
+pub fn check_spec(spec: &StageSpec) -> Result<(), HostError> {
+    spec.validate()
+        .map_err(|(message, hint)| HostError::usage(message, hint))
 }
 
 /// What a dry run reports for a release it did not stage.

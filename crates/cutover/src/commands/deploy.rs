@@ -8,7 +8,7 @@ use crate::{hosts, settings};
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
     let plans = settings::host_plans(&args.target, &config)?;
-    let job = settings::deploy_job(args, &config)?;
+    let job = settings::deploy_job(args, &config, &plans)?;
     let access = settings::access(&args.change, true);
     let parallel = settings::parallel(args.parallel);
     let observer = hosts::stage_observer(printer);

@@ -23,6 +23,11 @@ pub fn verify(args: &VerifyArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let (a, b) = between(&args.between)?;
     let page = PageUrl::parse(&args.url)?;
     let marker = Marker::new(args.release_marker.as_deref(), &a, &b)?;
+    page.reachable(std::time::Duration::from_secs(10))
+        .map_err(|why| {
+            CommandError::failed(format!("--url {} cannot be reached: {why}", args.url))
+                .with_hint("start the app's web server or correct --url; nothing was switched")
+        })?;
     // Held for the whole run when cutover switches: no deploy may interleave.
     let plans;
     let lines;
