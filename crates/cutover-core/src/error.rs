@@ -188,3 +188,19 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|source| Error::io(op, path, source))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_permission_error_says_whether_reading_or_writing_failed() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let read = Error::io("read", "/x", denied()).hint().unwrap();
+        assert!(read.contains("cannot read there"), "{read}");
+        let listed = Error::io("list", "/x", denied()).hint().unwrap();
+        assert!(listed.contains("cannot read there"), "{listed}");
+        let write = Error::io("create", "/x", denied()).hint().unwrap();
+        assert!(write.contains("cannot write there"), "{write}");
+    }
+}

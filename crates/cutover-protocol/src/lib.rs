@@ -331,6 +331,35 @@ mod tests {
         assert!(matches!(err, ProtocolError::BadMessage(_)), "{err}");
     }
 
+    proptest::proptest! {
+        /// What the deploying side reads from an agent: valid replies with bytes flipped
+        /// or cut never panic.
+        #[test]
+        fn mutated_replies_never_panic(
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let replies = [
+                br#"{"reply":"opened","current":"v1","releases":["v1","v2"],"manifest_digest":null}"#.to_vec(),
+                br#"{"reply":"need","release":"v2","previous":"v1","need":[0,3,7]}"#.to_vec(),
+                br#"{"reply":"switched","release":"v2","previous":"v1","at_us":1,"unchanged":false,"assets_carried":0,"warnings":[]}"#.to_vec(),
+            ];
+            for payload in replies {
+                let mut wire = Vec::new();
+                write_frame(&mut wire, Kind::Message, &payload).unwrap();
+                for (at, byte) in &flips {
+                    let len = wire.len();
+                    wire[at % len] ^= byte;
+                }
+                wire.truncate(cut % (wire.len() + 1));
+                let mut r: &[u8] = &wire;
+                // Release ids are checked as they are parsed (`ReleaseId`'s TryFrom), so
+                // a reply that parses holds only safe ones; the property is: no panic.
+                let _ = recv::<Reply>(&mut r, &Limits::DEFAULT);
+            }
+        }
+    }
+
     #[test]
     fn messages_round_trip() {
         let mut wire = Vec::new();
