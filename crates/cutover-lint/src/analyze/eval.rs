@@ -10,6 +10,12 @@ use super::{Walker, MAX_DEPTH};
 
 impl<'t, 'k> Walker<'t, 'k> {
     pub(super) fn eval(&mut self, node: Node<'t>) -> Value {
+        // Wrappers are unwrapped in a loop, not by recursion: `((((…))))` nests as deep as
+        // the input likes.
+        let mut node = node;
+        while let Some(inner) = passed_through(node) {
+            node = inner;
+        }
         if self.depth > MAX_DEPTH {
             return vec![Origin::unknown("a deeply nested expression")];
         }
@@ -36,9 +42,11 @@ impl<'t, 'k> Walker<'t, 'k> {
             }
             "binary_expression" => match self.operator(node).as_str() {
                 "." => {
-                    let mut leaves = Vec::new();
-                    self.concat_leaves(node, &mut leaves);
-                    let values: Vec<Value> = leaves.into_iter().map(|l| self.eval(l)).collect();
+                    let (leaves, left_out) = self.concat_leaves(node);
+                    let mut values: Vec<Value> = leaves.into_iter().map(|l| self.eval(l)).collect();
+                    if left_out {
+                        values.push(self.left_out(node));
+                    }
                     concat(&values)
                 }
                 "??" | "?:" => {
@@ -50,12 +58,6 @@ impl<'t, 'k> Walker<'t, 'k> {
                 }
                 _ => vec![Origin::unknown(self.shown(node))],
             },
-            "parenthesized_expression" | "error_suppression_expression" => {
-                match node.named_child(0) {
-                    Some(inner) => self.eval(inner),
-                    None => Vec::new(),
-                }
-            }
             "conditional_expression" => {
                 let first = node
                     .child_by_field_name("body")
@@ -65,10 +67,6 @@ impl<'t, 'k> Walker<'t, 'k> {
                 let alternative = alternative.map(|n| self.eval(n)).unwrap_or_default();
                 union(first, alternative)
             }
-            "cast_expression" => match node.child_by_field_name("value") {
-                Some(value) => self.eval(value),
-                None => Vec::new(),
-            },
             "assignment_expression"
             | "augmented_assignment_expression"
             | "reference_assignment_expression" => match node.child_by_field_name("right") {
@@ -93,10 +91,6 @@ impl<'t, 'k> Walker<'t, 'k> {
                 }
                 value
             }
-            "variadic_unpacking" | "by_ref" => match node.named_child(0) {
-                Some(inner) => self.eval(inner),
-                None => Vec::new(),
-            },
             "member_access_expression" | "nullsafe_member_access_expression" => {
                 vec![Origin::unknown(format!("{}, a property", self.shown(node)))]
             }
@@ -108,6 +102,13 @@ impl<'t, 'k> Walker<'t, 'k> {
             ))],
             _ => vec![Origin::unknown(self.shown(node))],
         }
+    }
+
+    /// What stands for the operands of a concatenation that [`Walker::concat_leaves`] left
+    /// out: text nobody knows.
+    pub(super) fn left_out(&self, node: Node<'t>) -> Value {
+        let what = format!("{}, a concatenation too long to follow", self.shown(node));
+        vec![Origin::unknown(what).incomplete()]
     }
 
     /// The text of a single-quoted string (its escapes decoded).
@@ -256,6 +257,23 @@ impl<'t, 'k> Walker<'t, 'k> {
             }
             _ => vec![Origin::unknown(format!("the result of {name}()"))],
         }
+    }
+}
+
+/// The operand whose value a wrapper passes on unchanged: parentheses, `@`, a cast,
+/// `...`/`&`. A wrapper without one is unknown.
+///
+/// Not an assignment used as a value: the walk evaluates every assignment of a chain
+/// `$a = $b = …` itself, so unwrapping those without counting them would cost the square
+/// of the chain's length; as a recursion they count against MAX_DEPTH.
+fn passed_through(node: Node<'_>) -> Option<Node<'_>> {
+    match node.kind() {
+        "parenthesized_expression"
+        | "error_suppression_expression"
+        | "variadic_unpacking"
+        | "by_ref" => node.named_child(0),
+        "cast_expression" => node.child_by_field_name("value"),
+        _ => None,
     }
 }
 

@@ -105,8 +105,7 @@ impl<'t, 'k> Walker<'t, 'k> {
     /// The entries of a new include_path, each judged like an include path; keeping the
     /// old value (`get_include_path()`) is not this call's doing.
     fn set_include_path(&mut self, node: Node<'t>, arg: Node<'t>) {
-        let mut leaves = Vec::new();
-        self.concat_leaves(arg, &mut leaves);
+        let (leaves, left_out) = self.concat_leaves(arg);
         let mut entries: Vec<Vec<Value>> = vec![Vec::new()];
         for leaf in leaves {
             let is_implode = matches!(
@@ -141,6 +140,12 @@ impl<'t, 'k> Walker<'t, 'k> {
                         entry.push(value);
                     }
                 }
+            }
+        }
+        if left_out {
+            let rest = self.left_out(arg);
+            if let Some(entry) = entries.last_mut() {
+                entry.push(rest);
             }
         }
         let mut worst: Option<(Rule, Origin)> = None;

@@ -40,8 +40,11 @@ use scope::Scope;
 use syntax::scan;
 use value::{Source, Value};
 
-/// Syntax nested deeper than this (generated code) is not followed; values there are unknown.
-const MAX_DEPTH: usize = 400;
+/// Expressions nested deeper than this inside one value (generated code) are not evaluated:
+/// their value is unknown. Evaluation recurses, and a level can take 10 KiB of stack in a
+/// debug build (`dirname(dirname(…))`), so 100 levels stay well inside the 2 MiB that rayon's
+/// and the test harness's threads have. The walk itself has no such bound.
+const MAX_DEPTH: usize = 100;
 
 /// What one file yields: findings when linting; constants and top-level variables (for
 /// files that include this one) when collecting.
@@ -124,6 +127,7 @@ struct Walker<'t, 'k> {
     classes: Vec<String>,
     /// How many conditions or loops the walk is inside.
     cond: usize,
+    /// How deep [`Walker::eval`] is nested.
     depth: usize,
     findings: Vec<Finding>,
     /// Constants this file defined so far (visible before the tree-wide knowledge).

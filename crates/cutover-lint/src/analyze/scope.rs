@@ -29,9 +29,14 @@ impl<'t, 'k> Walker<'t, 'k> {
             .is_some_and(|scope| self.cond > scope.cond_base)
     }
 
-    /// A function, method or closure body: its own scope; parameters are unknown (and
-    /// closures start with what they capture).
-    pub(super) fn function(&mut self, node: Node<'t>, captured: Option<HashMap<String, Value>>) {
+    /// Opens the scope of a function, method or closure: parameters are unknown (and
+    /// closures start with what they capture). Returns the body, to be walked before the
+    /// scope is closed.
+    pub(super) fn open_function(
+        &mut self,
+        node: Node<'t>,
+        captured: Option<HashMap<String, Value>>,
+    ) -> Option<Node<'t>> {
         let mut scope = Scope {
             vars: captured.unwrap_or_default(),
             cond_base: self.cond,
@@ -50,37 +55,27 @@ impl<'t, 'k> Walker<'t, 'k> {
             }
         }
         self.scopes.push(scope);
-        if let Some(body) = node.child_by_field_name("body") {
-            self.visit(body);
-        }
-        self.scopes.pop();
+        node.child_by_field_name("body")
     }
 
+    /// Binds the value of an assignment (`=`, `=&`, `.=`, `??=`, …) whose right side has
+    /// been walked.
     pub(super) fn assignment(&mut self, node: Node<'t>) {
         let (Some(left), Some(right)) = (
             node.child_by_field_name("left"),
             node.child_by_field_name("right"),
         ) else {
-            return self.visit_children(node);
+            return;
         };
-        self.visit(right);
-        let value = self.eval(right);
-        self.assign(left, value, node);
-    }
-
-    pub(super) fn augmented_assignment(&mut self, node: Node<'t>) {
-        let (Some(left), Some(right)) = (
-            node.child_by_field_name("left"),
-            node.child_by_field_name("right"),
-        ) else {
-            return self.visit_children(node);
-        };
-        self.visit(right);
-        let current = self.eval(left);
-        let value = match self.operator(node).as_str() {
-            ".=" => concat(&[current, self.eval(right)]),
-            "??=" => union(current, self.eval(right)),
-            _ => vec![Origin::unknown(self.shown(node))],
+        let value = if node.kind() == "augmented_assignment_expression" {
+            let current = self.eval(left);
+            match self.operator(node).as_str() {
+                ".=" => concat(&[current, self.eval(right)]),
+                "??=" => union(current, self.eval(right)),
+                _ => vec![Origin::unknown(self.shown(node))],
+            }
+        } else {
+            self.eval(right)
         };
         self.assign(left, value, node);
     }
@@ -100,9 +95,7 @@ impl<'t, 'k> Walker<'t, 'k> {
                 }
             }
             "list_literal" | "array_creation_expression" => {
-                let mut vars = Vec::new();
-                collect_variables(left, &mut vars);
-                for var in vars {
+                for var in collect_variables(left) {
                     let name = self.var_name(var);
                     let what = format!("${name}, unpacked from a list");
                     self.bind(&name, vec![Origin::unknown(what)], at, false);
@@ -145,34 +138,21 @@ impl<'t, 'k> Walker<'t, 'k> {
         }
     }
 
-    pub(super) fn foreach(&mut self, node: Node<'t>) {
-        let children = named_children(node);
-        let body = node.child_by_field_name("body");
-        let mut parts = children.into_iter().filter(|c| Some(*c) != body);
-        let iterated = parts.next();
-        let target = parts.next();
-        if let Some(iterated) = iterated {
-            self.visit(iterated);
+    /// Binds a `foreach` target to the elements of what it iterates, under the loop's
+    /// condition.
+    pub(super) fn bind_foreach(&mut self, node: Node<'t>, iterated: Node<'t>, target: Node<'t>) {
+        // The elements of an array (or of glob()) start where the array's values do.
+        let elements = self.eval(iterated);
+        let (key, value) = match target.kind() {
+            "pair" => (target.named_child(0), target.named_child(1)),
+            _ => (None, Some(target)),
+        };
+        if let Some(key) = key {
+            self.assign(key, vec![Origin::unknown("an array key")], node);
         }
-        self.cond += 1;
-        if let (Some(iterated), Some(target)) = (iterated, target) {
-            // The elements of an array (or of glob()) start where the array's values do.
-            let elements = self.eval(iterated);
-            let (key, value) = match target.kind() {
-                "pair" => (target.named_child(0), target.named_child(1)),
-                _ => (None, Some(target)),
-            };
-            if let Some(key) = key {
-                self.assign(key, vec![Origin::unknown("an array key")], node);
-            }
-            if let Some(value) = value {
-                self.assign(value, elements, node);
-            }
+        if let Some(value) = value {
+            self.assign(value, elements, node);
         }
-        if let Some(body) = body {
-            self.visit(body);
-        }
-        self.cond -= 1;
     }
 
     pub(super) fn variable(&self, name: &str) -> Value {

@@ -7,6 +7,10 @@ use tree_sitter::Node;
 use super::Walker;
 use crate::suppress::Allow;
 
+/// Operands of one concatenation that are evaluated; the value of a longer one (generated
+/// code) is known only as far as its first operands.
+const MAX_CONCAT_LEAVES: usize = 512;
+
 /// The comments that accept findings, and where the first syntax error is.
 pub(super) fn scan(root: Node, src: &str) -> (Vec<Allow>, Option<(usize, usize)>) {
     let mut allows = Vec::new();
@@ -78,26 +82,26 @@ impl<'t, 'k> Walker<'t, 'k> {
         node.start_position().row + 1
     }
 
-    /// The operands of a chain of `.`, left to right.
-    pub(super) fn concat_leaves(&self, node: Node<'t>, leaves: &mut Vec<Node<'t>>) {
-        let mut inner = node;
-        while inner.kind() == "parenthesized_expression" {
-            match inner.named_child(0) {
-                Some(child) => inner = child,
-                None => break,
+    /// The operands of a chain of `.`, left to right: at most [`MAX_CONCAT_LEAVES`] of them,
+    /// and whether more were left out.
+    pub(super) fn concat_leaves(&self, node: Node<'t>) -> (Vec<Node<'t>>, bool) {
+        // A stack, not recursion: `'a' . 'b' . …` nests one level per operand, so generated
+        // code would overflow the call stack.
+        let mut leaves = Vec::new();
+        let mut pending = vec![node];
+        while let Some(next) = pending.pop() {
+            let inner = unparenthesized(next);
+            if inner.kind() == "binary_expression" && self.operator(inner) == "." {
+                // The right operand waits under the left one.
+                pending.extend(inner.child_by_field_name("right"));
+                pending.extend(inner.child_by_field_name("left"));
+            } else if leaves.len() == MAX_CONCAT_LEAVES {
+                return (leaves, true);
+            } else {
+                leaves.push(inner);
             }
         }
-        if inner.kind() == "binary_expression" && self.operator(inner) == "." && leaves.len() < 512
-        {
-            if let Some(left) = inner.child_by_field_name("left") {
-                self.concat_leaves(left, leaves);
-            }
-            if let Some(right) = inner.child_by_field_name("right") {
-                self.concat_leaves(right, leaves);
-            }
-        } else {
-            leaves.push(inner);
-        }
+        (leaves, false)
     }
 
     pub(super) fn operator(&self, node: Node<'t>) -> String {
@@ -138,12 +142,29 @@ pub(super) fn named_children(node: Node<'_>) -> Vec<Node<'_>> {
     node.named_children(&mut cursor).collect()
 }
 
-pub(super) fn collect_variables<'t>(node: Node<'t>, into: &mut Vec<Node<'t>>) {
-    for child in named_children(node) {
-        if child.kind() == "variable_name" {
-            into.push(child);
-        } else {
-            collect_variables(child, into);
+/// The innermost expression of `((…(x)…))`.
+fn unparenthesized(node: Node<'_>) -> Node<'_> {
+    let mut inner = node;
+    while inner.kind() == "parenthesized_expression" {
+        match inner.named_child(0) {
+            Some(child) => inner = child,
+            None => break,
         }
     }
+    inner
+}
+
+/// The variables named anywhere under `node` (a `list()` or `[…]` target), in source order.
+pub(super) fn collect_variables(node: Node<'_>) -> Vec<Node<'_>> {
+    // A stack, not recursion: list targets nest as deep as the input likes.
+    let mut found = Vec::new();
+    let mut pending: Vec<Node> = named_children(node).into_iter().rev().collect();
+    while let Some(child) = pending.pop() {
+        if child.kind() == "variable_name" {
+            found.push(child);
+        } else {
+            pending.extend(named_children(child).into_iter().rev());
+        }
+    }
+    found
 }
