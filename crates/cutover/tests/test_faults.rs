@@ -376,3 +376,49 @@ fn a_sparse_file_stays_sparse() {
     assert_eq!(&bytes[bytes.len() - 4..], b"tail");
     assert!(bytes[4..bytes.len() - 4].iter().all(|b| *b == 0));
 }
+
+/// A deploy that cannot move its staged release into `releases/` leaves the history
+/// saying so: the `staged` event is followed by `removed`, and nothing is listed.
+#[test]
+fn a_release_that_could_not_be_moved_into_releases_is_not_left_in_the_history() {
+    let sb = Sandbox::new();
+    sb.write("public/index.php", "<?php echo 1;");
+    sb.deploy_ids(&["a"]);
+    // The deploy user (nobody) owns the deploy path, all but releases/.
+    let chown = |path: &Path, uid: u32, recursive: bool| {
+        let mut cmd = Command::new("chown");
+        if recursive {
+            cmd.arg("-R");
+        }
+        assert!(cmd
+            .arg(format!("{uid}:{uid}"))
+            .arg(path)
+            .status()
+            .unwrap()
+            .success());
+    };
+    chown(&sb.deploy(), 65534, true);
+    chown(&sb.deploy().join("releases"), 0, false);
+    let to = sb.to();
+    let Some(out) = sb.run_as_nobody(&["deploy", &sb.src_arg(), "--to", &to, "--release", "b"])
+    else {
+        return;
+    };
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(stderr(&out).contains("Permission denied"), "{}", text(&out));
+    let events: Vec<(String, String)> = sb
+        .history()
+        .iter()
+        .filter(|e| e["release"] == "b")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["release"].to_string(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["staged", "removed"], "{events:?}");
+    assert_eq!(sb.current().as_deref(), Some("a"));
+    assert_eq!(sb.releases(), ["a"]);
+}
