@@ -40,17 +40,23 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
             continue;
         }
         if !dry_run {
-            crate::trash::discard(deploy, &deploy.release(&id))?;
-            let _ = std::fs::remove_file(deploy.manifest_file(&id));
-            crate::assets::forget(deploy, &id);
-            history::append(
-                &deploy.history_file(),
-                &Event::now(EventKind::Removed, id.clone()),
-            )?;
+            remove_release(deploy, &id)?;
         }
         report.removed.push(id);
     }
     Ok(report)
+}
+
+/// Removes a release that is not current: its tree (through the trash, so a reader never
+/// sees half of it), its manifest and asset record, and says so in the history.
+pub(crate) fn remove_release(deploy: &DeployPath, id: &ReleaseId) -> Result<()> {
+    crate::trash::discard(deploy, &deploy.release(id))?;
+    let _ = std::fs::remove_file(deploy.manifest_file(id));
+    crate::assets::forget(deploy, id);
+    history::append(
+        &deploy.history_file(),
+        &Event::now(EventKind::Removed, id.clone()),
+    )
 }
 
 /// The releases a cleanup removes from `releases` (oldest first): all but the `keep`
@@ -107,13 +113,7 @@ pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>>
             continue;
         }
         if !dry_run {
-            crate::trash::discard(deploy, &deploy.release(&id))?;
-            let _ = std::fs::remove_file(deploy.manifest_file(&id));
-            crate::assets::forget(deploy, &id);
-            history::append(
-                &deploy.history_file(),
-                &Event::now(EventKind::Removed, id.clone()),
-            )?;
+            remove_release(deploy, &id)?;
         }
         debris.push(format!(
             "{}/{id} (never switched to)",

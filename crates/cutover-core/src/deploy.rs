@@ -270,13 +270,8 @@ pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>)
     if mode.is_dry_run() || deploy.current_release()?.as_ref() == Some(release) {
         return Ok(());
     }
-    let dir = deploy.release(release);
-    if dir.exists() {
-        crate::trash::discard(deploy, &dir)?;
-        history::append(
-            &deploy.history_file(),
-            &Event::now(EventKind::Removed, release.clone()),
-        )?;
+    if deploy.release(release).exists() {
+        return crate::cleanup::remove_release(deploy, release);
     }
     let _ = std::fs::remove_file(deploy.manifest_file(release));
     crate::assets::forget(deploy, release);
