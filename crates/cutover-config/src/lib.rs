@@ -32,6 +32,9 @@ pub const DEFAULT_KEEP_ASSET_RELEASES: usize = 3;
 
 /// The file in each release holding its id when `deploy.release_file` is not set.
 pub const DEFAULT_RELEASE_FILE: &str = "RELEASE";
+/// `[hooks] timeout`: long enough for a `composer install` on a slow host, short enough
+/// that a hung hook does not hold the deploy lock for ever.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The Apache parent's pid file when `refresh.apache_pidfile` is not set: Debian's and
 /// Ubuntu's (`APACHE_PID_FILE` in /etc/apache2/envvars).
@@ -153,6 +156,20 @@ pub struct BuildSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct HookSettings {
     pub before_switch: Vec<String>,
+    /// How long one build or hook command may run (`90s`, `10m`, `1h`) before it is killed
+    /// with everything it started and the deploy fails (default 30m).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl HookSettings {
+    /// `timeout`, or the default; a value `parse` refused never gets here.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text).ok())
+            .unwrap_or(DEFAULT_HOOK_TIMEOUT)
+    }
 }
 
 /// `[php]`: the php-fpm pool serving the app, for `cutover php status|reset`.

@@ -77,6 +77,17 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
     }
     shared(config)?;
     hosts(config)?;
+    if let Some(text) = &config.hooks.timeout {
+        let at = &["hooks", "timeout"];
+        match humantime::parse_duration(text) {
+            Ok(limit) if !limit.is_zero() => {}
+            _ => {
+                let message = format!("`hooks.timeout` = `{text}` is not a duration");
+                let hint = "write it like `90s`, `10m` or `1h`".to_owned();
+                return Err(Problem::new(at, None, message, Some(hint)));
+            }
+        }
+    }
     for (keys, commands) in [
         (["build", "run"], &config.build.run),
         (["hooks", "before_switch"], &config.hooks.before_switch),

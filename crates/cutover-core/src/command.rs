@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
 use crate::stage::Observer;
@@ -23,6 +24,7 @@ pub fn run(
     script: &str,
     dir: &Path,
     env: &[(&str, &str)],
+    timeout: Option<Duration>,
     observer: &dyn Observer,
 ) -> Result<()> {
     let (reader, writer) = std::io::pipe().ctx("create a pipe for", dir)?;
@@ -50,18 +52,26 @@ pub fn run(
     drop(command);
     let group = child.id();
     let guard = GroupGuard::start(group);
-    let tail = std::thread::scope(|scope| {
+    let deadline = timeout.map(|limit| Instant::now() + limit);
+    let (status, tail, in_time) = std::thread::scope(|scope| {
         let reading = scope.spawn(|| read_output(reader, observer));
         // Whatever the command left running in its group ends with it (which also closes
         // the output pipe for the reader). The shell is reaped only after the kill: until
         // then its pid, and so the group's id, cannot name another process.
-        wait_exited(group);
+        let in_time = wait_exited(group, deadline);
         kill_group(group);
         let status = child.wait();
         drop(guard);
-        (status, reading.join().unwrap_or_default())
+        (status, reading.join().unwrap_or_default(), in_time)
     });
-    let (status, tail) = tail;
+    if !in_time {
+        return Err(Error::CommandTimedOut {
+            phase,
+            command: script.to_string(),
+            limit: humantime_like(timeout.unwrap_or_default()),
+            tail: tail.into(),
+        });
+    }
     let status = status.ctx("wait for a command in", dir)?;
     if status.success() {
         return Ok(());
@@ -101,12 +111,42 @@ fn read_output(reader: std::io::PipeReader, observer: &dyn Observer) -> VecDeque
     tail
 }
 
-/// Returns when the process has exited, leaving it to be reaped.
-fn wait_exited(pid: u32) {
+/// Returns when the process has exited (true), leaving it to be reaped, or at `deadline`
+/// (false) with it still running.
+fn wait_exited(pid: u32, deadline: Option<Instant>) -> bool {
     use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
-    if let Some(pid) = Pid::from_raw(pid as i32) {
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    let Some(deadline) = deadline else {
         let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
         while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(pid), options) {}
+        return true;
+    };
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+    loop {
+        match waitid(WaitId::Pid(pid), options) {
+            Ok(Some(_)) | Err(rustix::io::Errno::CHILD) => return true,
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return true,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// `90s`, `10m`, `1h 30m`: as the setting is written.
+fn humantime_like(limit: Duration) -> String {
+    let secs = limit.as_secs();
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
     }
 }
 
@@ -187,7 +227,7 @@ mod tests {
     fn failure_reports_status_and_tail() {
         let dir = tempfile::tempdir().unwrap();
         let script = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3";
-        match run("build", script, dir.path(), &[], &Silent) {
+        match run("build", script, dir.path(), &[], None, &Silent) {
             Err(Error::CommandFailed { status, tail, .. }) => {
                 assert_eq!(status, "exited with status 3");
                 assert_eq!(tail.len(), TAIL_LINES);
@@ -199,6 +239,30 @@ mod tests {
     }
 
     #[test]
+    fn a_command_past_its_timeout_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let script = "sleep 30 & echo started; wait";
+        let limit = Some(Duration::from_millis(300));
+        let err = run("before_switch", script, dir.path(), &[], limit, &Silent).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("did not finish within 0s") || text.contains("within"),
+            "{text}"
+        );
+        assert!(text.contains("sleep 30"), "{text}");
+        assert!(
+            text.contains("started"),
+            "the output so far is shown: {text}"
+        );
+    }
+
+    #[test]
     fn passes_environment_and_directory() {
         let dir = tempfile::tempdir().unwrap();
         run(
@@ -206,6 +270,7 @@ mod tests {
             "echo \"$CUTOVER_RELEASE\" > out",
             dir.path(),
             &[("CUTOVER_RELEASE", "7")],
+            None,
             &Silent,
         )
         .unwrap();

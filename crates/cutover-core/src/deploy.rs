@@ -28,6 +28,8 @@ pub struct DeployOptions {
     pub release_file: String,
     /// Static files of earlier releases kept reachable in new ones.
     pub assets: crate::assets::AssetOptions,
+    /// How long one build or hook command may run; `None`: no limit.
+    pub hook_timeout: Option<std::time::Duration>,
 }
 
 impl DeployOptions {
@@ -46,6 +48,7 @@ impl DeployOptions {
             keep_releases: Self::DEFAULT_KEEP_RELEASES,
             release_file: Self::DEFAULT_RELEASE_FILE.to_string(),
             assets: crate::assets::AssetOptions::default(),
+            hook_timeout: None,
         }
     }
 }
@@ -197,12 +200,19 @@ fn stage_release(
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for script in &opts.build {
-        crate::command::run("build", script, staging, &env, observer)?;
+        crate::command::run("build", script, staging, &env, opts.hook_timeout, observer)?;
     }
     link_shared(deploy, staging, opts)?;
     write_release_file(staging, &opts.release_file, release)?;
     for script in &opts.before_switch {
-        crate::command::run("before_switch", script, staging, &env, observer)?;
+        crate::command::run(
+            "before_switch",
+            script,
+            staging,
+            &env,
+            opts.hook_timeout,
+            observer,
+        )?;
     }
     if runs_commands {
         if let Some(previous) = previous {

@@ -64,6 +64,13 @@ pub enum Error {
         status: String,
         tail: Vec<String>,
     },
+    #[error("{phase} command `{command}` did not finish within {limit}; it was killed with everything it started{}", tail_text(.tail))]
+    CommandTimedOut {
+        phase: &'static str,
+        command: String,
+        limit: String,
+        tail: Vec<String>,
+    },
     #[error("refused a manifest entry {0}")]
     BadManifest(String),
     #[error("{0} arrived with other bytes than its manifest hash says")]
@@ -167,6 +174,9 @@ impl Error {
             Error::NoCurrentRelease(_) => "deploy a release first, or `cutover switch <id>` to one".into(),
             Error::NonUtf8Path(_) => "rename it, or leave it out with [deploy] exclude".into(),
             Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
+            Error::CommandTimedOut { .. } => {
+                "nothing was switched; find what the command waits for (a prompt, the network, a lock), or raise [hooks] timeout".into()
+            }
             Error::DeployPathInsideSource { .. } => "deploy to a path outside the source directory".into(),
             Error::ReleaseFileIsDirectory(_) => {
                 "name a file that is not in the app for [deploy] release_file (default RELEASE)".into()

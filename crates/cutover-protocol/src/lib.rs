@@ -114,6 +114,8 @@ pub struct StageSpec {
     pub build: Vec<String>,
     pub before_switch: Vec<String>,
     pub release_file: String,
+    /// How long one build or hook command may run.
+    pub hook_timeout_ms: u64,
 }
 
 impl StageSpec {

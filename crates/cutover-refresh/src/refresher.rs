@@ -92,12 +92,12 @@ impl Refresher {
                     // Children are counted before the request: until the parent has
                     // handled it, they are all still there, so the wait cannot end early.
                     let before = Generation::read(&self.spec.apache_pidfile)?;
-                    run_command(&self.spec.apache_command, deploy, release)?;
+                    run_command(&self.spec.apache_command, deploy, release, wait)?;
                     before.wait_for_next(wait)?;
                 }
                 RefreshStrategy::Command => {
                     if let Some(command) = &self.spec.command {
-                        run_command(command, deploy, release)?;
+                        run_command(command, deploy, release, wait)?;
                     }
                 }
                 RefreshStrategy::None => {}
@@ -152,6 +152,7 @@ fn run_command(
     command: &str,
     deploy: &DeployPath,
     release: &ReleaseId,
+    wait: std::time::Duration,
 ) -> Result<(), RefreshError> {
     let release_path = deploy.release(release).display().to_string();
     let root = deploy.root().display().to_string();
@@ -165,6 +166,7 @@ fn run_command(
         command,
         deploy.root(),
         &env,
+        Some(wait),
         &cutover_core::stage::Silent,
     )?;
     Ok(())

@@ -198,6 +198,7 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
                 .release_file
                 .clone()
                 .unwrap_or_else(|| DeployOptions::DEFAULT_RELEASE_FILE.to_string()),
+            hook_timeout_ms: config.hooks.timeout().as_millis() as u64,
         },
         source: git,
         keep: keep_releases(args.keep, config),

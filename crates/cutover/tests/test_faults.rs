@@ -422,3 +422,48 @@ fn a_release_that_could_not_be_moved_into_releases_is_not_left_in_the_history() 
     assert_eq!(sb.current().as_deref(), Some("a"));
     assert_eq!(sb.releases(), ["a"]);
 }
+
+/// A hook that hangs holds the deploy lock only until `[hooks] timeout`: then it is killed
+/// with everything it started, and the deploy fails naming the hook and the limit.
+#[test]
+fn a_hook_past_its_timeout_is_killed_and_the_deploy_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.write("public/index.php", "<?php echo 1;");
+    sb.deploy_ids(&["a"]);
+    let marker = format!("hung-{}", std::process::id());
+    let hook = format!("sh -c 'sleep 60 # {marker}' & wait");
+    let config = sb.config(
+        "hook.toml",
+        &format!("[hooks]\ntimeout = \"1s\"\nbefore_switch = [{hook:?}]\n"),
+    );
+    let before = sb.state();
+    let started = Instant::now();
+    let out = sb.run(&[
+        "deploy",
+        &sb.src_arg(),
+        "--to",
+        &sb.to(),
+        "--config",
+        &config,
+    ]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(err.contains("did not finish within 1s"), "{err}");
+    assert!(err.contains(&marker), "the hook is named: {err}");
+    assert!(err.contains("[hooks] timeout"), "{err}");
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the hook's group was killed"
+    );
+    before.assert_same(&sb.state(), "a deploy whose hook timed out");
+
+    let bad = sb.config("bad.toml", "[hooks]\ntimeout = \"soon\"\n");
+    let out = sb.run(&["deploy", &sb.src_arg(), "--to", &sb.to(), "--config", &bad]);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(stderr(&out).contains("bad.toml:2"), "{}", text(&out));
+}

@@ -45,7 +45,11 @@ fn template_shows_every_key() {
             },
         shared: SharedSettings { dirs, files },
         build: BuildSettings { run },
-        hooks: HookSettings { before_switch },
+        hooks:
+            HookSettings {
+                before_switch,
+                timeout: hook_timeout,
+            },
         php: PhpSettings { fpm, fpm_chroot },
         refresh:
             RefreshSettings {
@@ -90,7 +94,7 @@ fn template_shows_every_key() {
     assert!(
         path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
     );
-    assert!(fpm.is_some() && fpm_chroot.is_some());
+    assert!(fpm.is_some() && fpm_chroot.is_some() && hook_timeout.is_some());
     for list in [exclude, dirs, files, run, before_switch] {
         assert!(!list.is_empty());
     }

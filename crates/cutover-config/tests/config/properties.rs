@@ -152,7 +152,10 @@ fn config() -> impl Strategy<Value = Config> {
             deploy,
             shared,
             build: BuildSettings { run },
-            hooks: HookSettings { before_switch },
+            hooks: HookSettings {
+                before_switch,
+                timeout: None,
+            },
             php: PhpSettings::default(),
             refresh: RefreshSettings::default(),
             health: HealthSettings::default(),

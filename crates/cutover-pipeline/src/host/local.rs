@@ -514,6 +514,7 @@ pub fn options(spec: &StageSpec, assets: &AssetOptions, source: &std::path::Path
         before_switch: spec.before_switch.clone(),
         release_file: spec.release_file.clone(),
         assets: assets.clone(),
+        hook_timeout: Some(std::time::Duration::from_millis(spec.hook_timeout_ms)),
         ..DeployOptions::new(source)
     }
 }

@@ -153,6 +153,7 @@ impl Switcher<'_> {
                     command,
                     &here,
                     &env,
+                    None,
                     &cutover_core::stage::Silent,
                 )?;
                 Ok(Instant::now())
