@@ -30,6 +30,8 @@ pub struct DeployOptions {
     pub assets: crate::assets::AssetOptions,
     /// How long one build or hook command may run; `None`: no limit.
     pub hook_timeout: Option<std::time::Duration>,
+    /// The host's name, for commands (`CUTOVER_HOST`).
+    pub host: String,
 }
 
 impl DeployOptions {
@@ -49,6 +51,7 @@ impl DeployOptions {
             release_file: Self::DEFAULT_RELEASE_FILE.to_string(),
             assets: crate::assets::AssetOptions::default(),
             hook_timeout: None,
+            host: "local".to_string(),
         }
     }
 }
@@ -197,6 +200,11 @@ fn stage_release(
         ("CUTOVER_RELEASE_PATH", release_path.display().to_string()),
         ("CUTOVER_STAGING_PATH", staging.display().to_string()),
         ("CUTOVER_DEPLOY_PATH", deploy.root().display().to_string()),
+        (
+            "CUTOVER_PREVIOUS_RELEASE",
+            job.previous.map(ToString::to_string).unwrap_or_default(),
+        ),
+        ("CUTOVER_HOST", opts.host.clone()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for script in &opts.build {

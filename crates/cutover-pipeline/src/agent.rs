@@ -102,6 +102,19 @@ fn handle(
     Ok(match request {
         Request::Hello { .. } => hello(),
         Request::Open(open) => {
+            let name_ok = !open.host.is_empty()
+                && open.host.len() <= 64
+                && open
+                    .host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !name_ok {
+                return Err(HostError::usage(
+                    format!("the host name {:?} is not a [hosts] name", open.host),
+                    "this is a bug in the deploying cutover",
+                )
+                .into());
+            }
             if !open.path.is_absolute() {
                 return Err(HostError::usage(
                     format!("the deploy path {} is not absolute", open.path.display()),
@@ -225,7 +238,8 @@ fn stage_received(
     )
     .map_err(Handled::Disconnected)?;
 
-    let opts = options(&request.spec, host.assets()?, Path::new(""));
+    let mut opts = options(&request.spec, host.assets()?, Path::new(""));
+    opts.host = host.host_name()?.to_string();
     let order = StageOrder {
         release: &release,
         spec: &request.spec,
@@ -360,6 +374,7 @@ mod tests {
 
     fn open(path: &Path) -> Request {
         Request::Open(Box::new(OpenRequest {
+            host: "web1".into(),
             path: path.to_path_buf(),
             access: Access::Lock {
                 wait_ms: None,

@@ -85,6 +85,9 @@ pub enum Access {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenRequest {
+    /// The host's name in `[hosts]` (`local` for a deploy path given with `--to`): hooks
+    /// see it as `CUTOVER_HOST`.
+    pub host: String,
     pub path: PathBuf,
     pub access: Access,
     /// What this host does after each switch; prepared (and refused) at open, before

@@ -156,6 +156,25 @@ before_switch = [
     assert_eq!(sb.current().as_deref(), Some("h1"));
 }
 
+#[test]
+fn hooks_see_the_host_and_the_previous_release() {
+    let sb = Sandbox::new();
+    small_app(&sb);
+    let config = sb.config(
+        "hook.toml",
+        "[hooks]\nbefore_switch = ['echo \"$CUTOVER_HOST/$CUTOVER_PREVIOUS_RELEASE\" > seen.txt']\n",
+    );
+    let first = sb.deploy_src(&["--release", "h1", "--config", &config]);
+    let second = sb.deploy_src(&["--release", "h2", "--config", &config]);
+    let seen = |id: &str| std::fs::read_to_string(sb.release_dir(id).join("seen.txt")).unwrap();
+    assert_eq!(
+        seen(&first),
+        "local/\n",
+        "no previous release on a first deploy"
+    );
+    assert_eq!(seen(&second), "local/h1\n");
+}
+
 /// A command rewriting a file in place that is unchanged since the previous release (a
 /// hard-link candidate) must change only the new release.
 fn in_place_rewrite_keeps_previous_release_intact(table: &str, key: &str) {

@@ -374,6 +374,21 @@ fn a_dry_run_on_three_hosts_plans_each_and_changes_nothing() {
 }
 
 #[test]
+fn each_host_runs_its_hooks_under_its_own_name() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 3);
+    let config = fleet.config(
+        "hooks.toml",
+        "[hooks]\nbefore_switch = ['echo \"$CUTOVER_HOST\" > host.txt']\n",
+    );
+    fleet.deploy_release(&config);
+    for host in HOSTS {
+        let seen = std::fs::read_to_string(fleet.host_path(host).join("current/host.txt")).unwrap();
+        assert_eq!(seen, format!("{host}\n"));
+    }
+}
+
+#[test]
 fn an_unreachable_host_or_a_held_lock_changes_nothing_anywhere() {
     let mut fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 5);

@@ -105,6 +105,7 @@ impl<'p> Fleet<'p> {
                 };
                 let opened = connected.and_then(|mut host| {
                     let request = OpenRequest {
+                        host: plan.name.clone(),
                         path: plan.path.clone(),
                         access,
                         refresh: plan.refresh.clone(),

@@ -30,6 +30,8 @@ pub struct LocalHost {
 
 /// An open deploy path.
 struct Session {
+    /// The name hooks see as `CUTOVER_HOST`.
+    host: String,
     deploy: DeployPath,
     lock: Option<DeployLock>,
     refresher: Option<Refresher>,
@@ -182,6 +184,7 @@ impl LocalHost {
         let manifest_digest =
             base.and_then(|id| cutover_core::manifest::stored_digest(&deploy.manifest_file(&id)));
         self.session = Some(Session {
+            host: request.host.clone(),
             deploy,
             lock,
             refresher,
@@ -213,7 +216,8 @@ impl LocalHost {
         let session = self.session()?;
         let deploy = &session.deploy;
         let excludes = deploy::excludes_for(deploy, tree.dir(), tree.excludes())?;
-        let opts = options(order.spec, &session.assets, tree.dir());
+        let mut opts = options(order.spec, &session.assets, tree.dir());
+        opts.host = session.host.clone();
         if order.dry_run {
             let (release, previous) =
                 deploy::begin(deploy, Some(order.release.clone()), Mode::DryRun)?;
@@ -319,6 +323,11 @@ impl LocalHost {
         session.pending.push(release.clone());
         session.fresh.push((release.clone(), source.clone()));
         Ok(())
+    }
+
+    /// The host's name as the deploying side gave it at open.
+    pub fn host_name(&self) -> Result<&str, HostError> {
+        Ok(&self.session()?.host)
     }
 
     pub fn assets(&self) -> Result<&AssetOptions, HostError> {
