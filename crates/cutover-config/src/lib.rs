@@ -244,6 +244,16 @@ pub enum RefreshStrategy {
     None,
 }
 
+/// The rule for a `[hosts]` name: it appears in `--host`, output, file names and the
+/// agent's `CUTOVER_HOST`, so letters, digits, `.`, `_` and `-` only.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative
 /// `deploy.path` / `deploy.source` are resolved against its directory.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {

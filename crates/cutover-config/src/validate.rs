@@ -107,11 +107,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
 /// argument, where a leading `-` would be read as an option.
 fn hosts(config: &Config) -> Result<(), Problem> {
     for (name, host) in &config.hosts {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !valid_name {
+        if !crate::is_host_name(name) {
             let message =
                 format!("host name `{name}` may hold only letters, digits, `.`, `_` and `-`");
             return Err(Problem::new(&["hosts", name], None, message, None));

@@ -56,16 +56,13 @@ impl DeployOptions {
     }
 }
 
-/// Clears what an interrupted run left, and names the new release and the one it follows
-/// (the current one, or the newest when nothing is current yet).
+/// Names the new release and the one it follows (the current one, or the newest when
+/// nothing is current yet). What an interrupted run left was cleared when the lock was
+/// taken (`cleanup::remove_debris`).
 pub fn begin(
     deploy: &DeployPath,
     requested: Option<ReleaseId>,
-    mode: Mode<'_>,
 ) -> Result<(ReleaseId, Option<ReleaseId>)> {
-    if !mode.is_dry_run() {
-        crate::cleanup::remove_debris(deploy, mode)?;
-    }
     let previous = deploy
         .current_release()?
         .or_else(|| deploy.releases().ok()?.pop());

@@ -18,7 +18,7 @@ use cutover_protocol::{
     StageRequest, PROTOCOL,
 };
 
-use crate::host::local::{options, planned};
+use crate::host::local::planned;
 use crate::host::StageOrder;
 use crate::{Host, HostError, LocalHost};
 
@@ -102,13 +102,7 @@ fn handle(
     Ok(match request {
         Request::Hello { .. } => hello(),
         Request::Open(open) => {
-            let name_ok = !open.host.is_empty()
-                && open.host.len() <= 64
-                && open
-                    .host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !name_ok {
+            if !cutover_config::is_host_name(&open.host) {
                 return Err(HostError::usage(
                     format!("the host name {:?} is not a [hosts] name", open.host),
                     "this is a bug in the deploying cutover",
@@ -193,7 +187,13 @@ fn stage_received(
 ) -> Result<Reply, Handled> {
     let started = std::time::Instant::now();
     crate::host::local::check_spec(&request.spec)?;
-    let (release, previous) = host.begin(&request.release, request.dry_run)?;
+    let opts = host.stage_options(&request.spec, Path::new(""))?;
+    // Shared files are checked before any byte is asked for, as on the deploying machine.
+    let (release, previous) = if request.dry_run {
+        host.begin_dry_run(&request.release)?
+    } else {
+        host.begin(&request.release, &opts)?
+    };
     let deploy = host
         .deploy_path()
         .cloned()
@@ -238,8 +238,6 @@ fn stage_received(
     )
     .map_err(Handled::Disconnected)?;
 
-    let mut opts = options(&request.spec, host.assets()?, Path::new(""));
-    opts.host = host.host_name()?.to_string();
     let order = StageOrder {
         release: &release,
         spec: &request.spec,
@@ -271,7 +269,7 @@ fn stage_received(
     let staged = staged?;
     // A lost manifest only costs the next deploy a full manifest and some hashing.
     let _ = manifest.store(&deploy.manifest_file(&release));
-    host.staged_elsewhere(&release, &request.source)?;
+    host.record_staged(&release, &request.source)?;
     Ok(Reply::Staged(cutover_protocol::Staged {
         stage_ms: started.elapsed().as_millis() as u64,
         ..staged

@@ -177,14 +177,6 @@ fn processes_with(marker: &str) -> Vec<u32> {
     pids
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A hook that starts a grandchild (a shell of its own, detached into the background):
 /// killing cutover -9 leaves no process of it, and no file it would have written.
 #[test]
@@ -245,15 +237,7 @@ fn a_hook_leaves_no_background_process_behind() {
         "hook.toml",
         &format!("[hooks]\nbefore_switch = [{hook:?}]\n"),
     );
-    let out = sb.run(&[
-        "deploy",
-        &sb.src_arg(),
-        "--to",
-        &sb.to(),
-        "--config",
-        &config,
-        "-q",
-    ]);
+    let out = sb.run_deploy(&["--config", &config, "-q"]);
     assert_eq!(exit_code(&out), 0, "{}", text(&out));
     wait_until(
         "the background process to be gone",
@@ -438,14 +422,7 @@ fn a_hook_past_its_timeout_is_killed_and_the_deploy_changes_nothing() {
     );
     let before = sb.state();
     let started = Instant::now();
-    let out = sb.run(&[
-        "deploy",
-        &sb.src_arg(),
-        "--to",
-        &sb.to(),
-        "--config",
-        &config,
-    ]);
+    let out = sb.run_deploy(&["--config", &config]);
     assert_eq!(exit_code(&out), 1, "{}", text(&out));
     assert!(
         started.elapsed() < Duration::from_secs(20),
@@ -463,7 +440,7 @@ fn a_hook_past_its_timeout_is_killed_and_the_deploy_changes_nothing() {
     before.assert_same(&sb.state(), "a deploy whose hook timed out");
 
     let bad = sb.config("bad.toml", "[hooks]\ntimeout = \"soon\"\n");
-    let out = sb.run(&["deploy", &sb.src_arg(), "--to", &sb.to(), "--config", &bad]);
+    let out = sb.run_deploy(&["--config", &bad]);
     assert_eq!(exit_code(&out), 2, "{}", text(&out));
     assert!(stderr(&out).contains("bad.toml:2"), "{}", text(&out));
 }

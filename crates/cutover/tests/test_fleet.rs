@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cutover_teststack::SshHosts;
 
-use crate::common::{exit_code, text, Sandbox};
+use crate::common::{exit_code, text, wait_until, Sandbox};
 
 const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
 
@@ -373,6 +373,46 @@ fn a_dry_run_on_three_hosts_plans_each_and_changes_nothing() {
     fleet.assert_all_on(&v1);
 }
 
+/// Shared paths are checked on every host before any byte is sent, as on a deploy path:
+/// a shared file missing on one host stops the deploy everywhere.
+#[test]
+fn a_shared_file_missing_on_one_host_stops_the_deploy_everywhere() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 3);
+    let config = fleet.config(
+        "shared.toml",
+        "[shared]\ndirs = [\"storage\"]\nfiles = [\".env\"]\n",
+    );
+    for host in ["web1", "web3"] {
+        let shared = fleet.host_path(host).join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join(".env"), host).unwrap();
+    }
+    let out = fleet.run(&config, &["deploy"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("web2") && text(&out).contains(".env"),
+        "{}",
+        text(&out)
+    );
+    for host in HOSTS {
+        assert_eq!(fleet.current(host), None, "{host}");
+    }
+
+    let shared = fleet.host_path("web2").join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join(".env"), "web2").unwrap();
+    fleet.deploy_release(&config);
+    for host in HOSTS {
+        let current = fleet.host_path(host).join("current");
+        assert_eq!(std::fs::read_to_string(current.join(".env")).unwrap(), host);
+        assert!(
+            current.join("storage").is_dir(),
+            "{host}: storage is the shared dir"
+        );
+    }
+}
+
 #[test]
 fn each_host_runs_its_hooks_under_its_own_name() {
     let fleet = Fleet::start();
@@ -458,14 +498,6 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases() {
     let fleet = Fleet::start();
@@ -490,7 +522,7 @@ fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("web2 to start staging", Duration::from_secs(30), || {
+    wait_until("web2 to start staging", Duration::from_secs(30), || {
         staging_on("web2")
     });
     let ssh = children(deploy.id())
@@ -514,14 +546,14 @@ fn a_dropped_connection_or_a_killed_deploy_mid_transfer_leaves_complete_releases
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("staging to start", Duration::from_secs(30), || {
+    wait_until("staging to start", Duration::from_secs(30), || {
         HOSTS.iter().all(|h| staging_on(h))
     });
     deploy.kill().unwrap();
     deploy.wait().unwrap();
     fleet.assert_all_on(&v1);
     // The agents notice, drop their staging and release their locks.
-    wait_for("agents to clean up", Duration::from_secs(20), || {
+    wait_until("agents to clean up", Duration::from_secs(20), || {
         HOSTS.iter().all(|h| !staging_on(h))
     });
     for host in HOSTS {
@@ -555,7 +587,7 @@ fn a_deploy_killed_between_switch_and_commit_leaves_every_host_on_the_old_releas
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("every host to switch", Duration::from_secs(30), || {
+    wait_until("every host to switch", Duration::from_secs(30), || {
         HOSTS
             .iter()
             .all(|h| fleet.current(h).as_deref() == Some("v2"))
@@ -563,7 +595,7 @@ fn a_deploy_killed_between_switch_and_commit_leaves_every_host_on_the_old_releas
     deploy.kill().unwrap();
     deploy.wait().unwrap();
     // Nobody committed: each agent goes back when its session ends.
-    wait_for("every host to go back", Duration::from_secs(20), || {
+    wait_until("every host to go back", Duration::from_secs(20), || {
         HOSTS
             .iter()
             .all(|h| fleet.current(h).as_deref() == Some(v1.as_str()))

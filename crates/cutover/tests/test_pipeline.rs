@@ -133,16 +133,10 @@ fn a_deploy_whose_health_check_fails_keeps_every_earlier_release() {
     sb.write("public/index.php", "<?php echo 1;\n");
     let keep = sb.config("keep.toml", "[deploy]\nkeep_releases = 2\n");
     for id in ["r1", "r2", "r3"] {
-        sb.ok(&[
-            "deploy",
-            &sb.src_arg(),
-            "--to",
-            &sb.to(),
-            "--config",
-            &keep,
-            "--release",
-            id,
-        ]);
+        assert_eq!(
+            exit_code(&sb.run_deploy(&["--config", &keep, "--release", id])),
+            0
+        );
     }
     // keep_releases is reached: r1 went when r3 came.
     assert_eq!(sb.releases(), ["r2", "r3"]);
@@ -151,16 +145,7 @@ fn a_deploy_whose_health_check_fails_keeps_every_earlier_release() {
         "broken.toml",
         "[deploy]\nkeep_releases = 2\n[health]\nurl = \"http://127.0.0.1:9/health\"\ntimeout_seconds = 1\n",
     );
-    let out = sb.run(&[
-        "deploy",
-        &sb.src_arg(),
-        "--to",
-        &sb.to(),
-        "--config",
-        &broken,
-        "--release",
-        "r4",
-    ]);
+    let out = sb.run_deploy(&["--config", &broken, "--release", "r4"]);
     assert_eq!(exit_code(&out), 1, "{}", text(&out));
     assert!(
         stderr(&out).contains("switched back to r3"),

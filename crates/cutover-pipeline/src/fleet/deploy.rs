@@ -6,7 +6,7 @@ use cutover_core::history::Source;
 use cutover_core::ReleaseId;
 use cutover_protocol::StageSpec;
 
-use super::{Fleet, AS_IT_WAS};
+use super::Fleet;
 use crate::host::StageOrder;
 use crate::{FleetError, HostReport, HostState, SourceTree};
 
@@ -40,7 +40,7 @@ impl Fleet<'_> {
             Some(id) => id.clone(),
             None => match fleet.fresh_id() {
                 Some(id) => id,
-                None => return Err(fleet.failure("no free release id for this second", AS_IT_WAS)),
+                None => return Err(fleet.unchanged("no free release id for this second")),
             },
         };
         let hosts = fleet.slots.len();
@@ -90,7 +90,7 @@ impl Fleet<'_> {
         }
         if fleet.any_failed() {
             fleet.abort_all();
-            return Err(fleet.failure("staging failed on a host; no host was switched", AS_IT_WAS));
+            return Err(fleet.unchanged("staging failed on a host; no host was switched"));
         }
         if job.dry_run {
             for slot in &mut fleet.slots {

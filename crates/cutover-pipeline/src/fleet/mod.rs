@@ -29,9 +29,6 @@ pub struct ReadOutcome<T> {
     pub hosts: Vec<(HostReport, Option<T>)>,
 }
 
-/// The state a failure before any switch leaves, said per fleet size by `failure`.
-const AS_IT_WAS: &str = "as it was";
-
 struct Slot {
     host: Option<Box<dyn Host>>,
     report: HostReport,
@@ -154,10 +151,9 @@ impl<'p> Fleet<'p> {
     /// Every host must have opened; `what` says what did not happen otherwise.
     pub fn require_open(self, what: &str) -> Result<Self, FleetError> {
         if self.any_failed() {
-            return Err(self.failure(
-                format!("could not open the deploy path on every host; {what}"),
-                AS_IT_WAS,
-            ));
+            return Err(self.unchanged(format!(
+                "could not open the deploy path on every host; {what}"
+            )));
         }
         Ok(self)
     }
@@ -176,10 +172,7 @@ impl<'p> Fleet<'p> {
             fail(slot, progress, error);
         }
         if self.any_failed() {
-            return Err(self.failure(
-                "the release is missing on a host; nothing was switched",
-                AS_IT_WAS,
-            ));
+            return Err(self.unchanged("the release is missing on a host; nothing was switched"));
         }
         Ok(self)
     }
@@ -221,7 +214,7 @@ impl<'p> Fleet<'p> {
             set(slot, progress, HostState::Done);
         }
         if self.any_failed() {
-            return Err(self.failure("failed on a host", AS_IT_WAS));
+            return Err(self.unchanged("failed on a host"));
         }
         let reports = self.into_reports();
         Ok(ReadOutcome {
@@ -263,14 +256,17 @@ impl<'p> Fleet<'p> {
 
     /// The error for a step that failed somewhere; every session is ended first (undoing
     /// what was not committed).
+    /// The error for a step that failed before anything was switched.
+    fn unchanged(self, summary: impl Into<String>) -> FleetError {
+        let state = match self.slots.len() {
+            1 => "the deploy path is as it was",
+            _ => "every host is as it was",
+        };
+        self.failure(summary, state)
+    }
+
     fn failure(mut self, summary: impl Into<String>, state: impl Into<String>) -> FleetError {
-        let mut state = state.into();
-        if state == AS_IT_WAS {
-            state = match self.slots.len() {
-                1 => "the deploy path is as it was".into(),
-                _ => "every host is as it was".into(),
-            };
-        }
+        let state = state.into();
         let hosts: Vec<HostReport> = self.slots.drain(..).map(close).collect();
         let errors: Vec<&HostError> = hosts.iter().filter_map(|h| h.error.as_ref()).collect();
         let kind = if !errors.is_empty() && errors.iter().all(|e| e.kind == HostErrorKind::Usage) {

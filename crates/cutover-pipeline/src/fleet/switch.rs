@@ -7,7 +7,7 @@ use cutover_core::ReleaseId;
 use cutover_protocol::SwitchRequest;
 use rayon::prelude::*;
 
-use super::{fail, set, Fleet, Slot, AS_IT_WAS};
+use super::{fail, set, Fleet, Slot};
 use crate::{FleetError, HostError, HostReport, HostState};
 
 /// What `switch` and `rollback` did on every host.
@@ -38,7 +38,7 @@ impl Fleet<'_> {
             Some(release) => release,
             None => match fleet.rollback_target() {
                 Ok(release) => release,
-                Err(summary) => return Err(fleet.failure(summary, AS_IT_WAS)),
+                Err(summary) => return Err(fleet.unchanged(summary)),
             },
         };
         let mut fleet = fleet.require_releases(&[&release])?;

@@ -216,11 +216,9 @@ impl LocalHost {
         let session = self.session()?;
         let deploy = &session.deploy;
         let excludes = deploy::excludes_for(deploy, tree.dir(), tree.excludes())?;
-        let mut opts = options(order.spec, &session.assets, tree.dir());
-        opts.host = session.host.clone();
+        let opts = self.stage_options(order.spec, tree.dir())?;
         if order.dry_run {
-            let (release, previous) =
-                deploy::begin(deploy, Some(order.release.clone()), Mode::DryRun)?;
+            let (release, previous) = deploy::begin(deploy, Some(order.release.clone()))?;
             let previous_dir = previous.as_ref().map(|id| deploy.release(id));
             let populate = cutover_core::stage::Populate {
                 source: tree.dir(),
@@ -249,17 +247,10 @@ impl LocalHost {
         observer: &dyn Observer,
     ) -> Result<Staged, HostError> {
         let started = Instant::now();
-        let session = self.session_mut()?;
-        let (release, previous) = {
-            let (deploy, mode) = session.changing()?;
-            deploy::check_shared(deploy, opts)?;
-            deploy::begin(deploy, Some(order.release.clone()), mode)?
-        };
+        let (release, previous) = self.begin(order.release, opts)?;
         let staged =
             self.stage_prepared(order, opts, &release, previous.as_ref(), fill, observer)?;
-        let session = self.session_mut()?;
-        session.pending.push(release.clone());
-        session.fresh.push((release.clone(), order.source.clone()));
+        self.record_staged(&release, order.source)?;
         Ok(Staged {
             stage_ms: started.elapsed().as_millis() as u64,
             ..staged
@@ -298,40 +289,57 @@ impl LocalHost {
         })
     }
 
-    /// `begin` for a stage whose files arrive from elsewhere (the agent).
+    /// Before any file of a stage: the shared files exist (their directories are made),
+    /// and the new release and the one it follows are named. Whatever fills the release
+    /// (this machine's tree, or a manifest received by the agent) starts here.
     pub fn begin(
         &mut self,
         release: &ReleaseId,
-        dry_run: bool,
+        opts: &DeployOptions,
     ) -> Result<(ReleaseId, Option<ReleaseId>), HostError> {
-        let session = self.session()?;
-        let mode = if dry_run {
-            Mode::DryRun
-        } else {
-            session.changing()?.1
-        };
-        Ok(deploy::begin(&session.deploy, Some(release.clone()), mode)?)
+        let (deploy, _) = self.session()?.changing()?;
+        deploy::check_shared(deploy, opts)?;
+        Ok(deploy::begin(deploy, Some(release.clone()))?)
     }
 
-    /// After a stage whose files arrived from elsewhere succeeded: what the session undoes.
-    pub fn staged_elsewhere(
-        &mut self,
+    /// `begin` for a dry run: the names only, nothing checked that would be created.
+    pub fn begin_dry_run(
+        &self,
         release: &ReleaseId,
-        source: &Source,
-    ) -> Result<(), HostError> {
+    ) -> Result<(ReleaseId, Option<ReleaseId>), HostError> {
+        Ok(deploy::begin(
+            &self.session()?.deploy,
+            Some(release.clone()),
+        )?)
+    }
+
+    /// A stage succeeded: what the session takes back if it ends before a switch.
+    pub fn record_staged(&mut self, release: &ReleaseId, source: &Source) -> Result<(), HostError> {
         let session = self.session_mut()?;
         session.pending.push(release.clone());
         session.fresh.push((release.clone(), source.clone()));
         Ok(())
     }
 
-    /// The host's name as the deploying side gave it at open.
-    pub fn host_name(&self) -> Result<&str, HostError> {
-        Ok(&self.session()?.host)
-    }
-
-    pub fn assets(&self) -> Result<&AssetOptions, HostError> {
-        Ok(&self.session()?.assets)
+    /// The options cutover-core's staging takes, from what the pipeline sends and what
+    /// this session was opened with.
+    pub fn stage_options(
+        &self,
+        spec: &StageSpec,
+        source: &std::path::Path,
+    ) -> Result<DeployOptions, HostError> {
+        let session = self.session()?;
+        Ok(DeployOptions {
+            shared_dirs: spec.shared_dirs.clone(),
+            shared_files: spec.shared_files.clone(),
+            build: spec.build.clone(),
+            before_switch: spec.before_switch.clone(),
+            release_file: spec.release_file.clone(),
+            assets: session.assets.clone(),
+            hook_timeout: Some(Duration::from_millis(spec.hook_timeout_ms)),
+            host: session.host.clone(),
+            ..DeployOptions::new(source)
+        })
     }
 
     pub fn switch(&mut self, request: &SwitchRequest) -> Result<Switched, HostError> {
@@ -511,20 +519,6 @@ impl Host for LocalHost {
 
     fn close(mut self: Box<Self>) {
         self.end();
-    }
-}
-
-/// The options cutover-core's staging takes, from what the pipeline sends.
-pub fn options(spec: &StageSpec, assets: &AssetOptions, source: &std::path::Path) -> DeployOptions {
-    DeployOptions {
-        shared_dirs: spec.shared_dirs.clone(),
-        shared_files: spec.shared_files.clone(),
-        build: spec.build.clone(),
-        before_switch: spec.before_switch.clone(),
-        release_file: spec.release_file.clone(),
-        assets: assets.clone(),
-        hook_timeout: Some(std::time::Duration::from_millis(spec.hook_timeout_ms)),
-        ..DeployOptions::new(source)
     }
 }
 

@@ -140,6 +140,18 @@ pub fn one_result(doc: &serde_json::Value) -> &serde_json::Value {
     &one_host(doc)["result"]
 }
 
+/// Polls `done` until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn exit_code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
