@@ -19,6 +19,10 @@ const TAIL_LINES: usize = 20;
 /// when `sh` ends, whatever it left running in its group is killed, and if cutover itself
 /// dies (killed, interrupted), a guard process sees its pipe close and kills the group. A
 /// hook must never go on writing into a staging directory the next deploy removes.
+///
+/// The script itself starts only once the guard is in place: the shell first waits for a
+/// line on its stdin, which cutover writes after starting the guard. Were cutover killed
+/// in between, the shell reads end-of-file (or dies with it) and runs nothing.
 pub fn run(
     phase: &'static str,
     script: &str,
@@ -32,9 +36,10 @@ pub fn run(
     let mut command = Command::new("sh");
     command
         .arg("-c")
+        .arg("read _go || exit 125; exec sh -c \"$0\" </dev/null")
         .arg(script)
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(writer)
         .stderr(writer_err)
         .process_group(0);
@@ -52,6 +57,11 @@ pub fn run(
     drop(command);
     let group = child.id();
     let guard = GroupGuard::start(group);
+    if let Some(mut go) = child.stdin.take() {
+        use std::io::Write;
+        // A shell that already died reports itself through its status below.
+        let _ = go.write_all(b"go\n");
+    }
     let deadline = timeout.map(|limit| Instant::now() + limit);
     let (status, tail, in_time) = std::thread::scope(|scope| {
         let reading = scope.spawn(|| read_output(reader, observer));

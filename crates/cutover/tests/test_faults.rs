@@ -185,9 +185,11 @@ fn killing_cutover_kills_the_whole_hook_and_its_grandchildren() {
         let sb = Sandbox::new();
         sb.write("public/index.php", "<?php echo 1;");
         let marker = format!("grandchild-{}", std::process::id());
+        let started = sb.path().join("grandchild-started");
         let written = sb.path().join("written-by-grandchild");
         let hook = format!(
-            "sh -c 'sleep 30 # {marker}\ntouch {}' & wait",
+            "sh -c 'touch {}; sleep 30 # {marker}\ntouch {}' & wait",
+            started.display(),
             written.display()
         );
         let config = sb.config(
@@ -208,7 +210,7 @@ fn killing_cutover_kills_the_whole_hook_and_its_grandchildren() {
             .spawn()
             .unwrap();
         wait_until("the grandchild to start", Duration::from_secs(20), || {
-            !processes_with(&marker).is_empty()
+            started.exists()
         });
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
