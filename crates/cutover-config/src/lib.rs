@@ -3,6 +3,7 @@
 
 mod diagnose;
 mod error;
+mod hooks;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub use hooks::{HookEntry, HookSettings};
 
 /// The commented `cutover.toml` that `cutover init` writes.
 pub const TEMPLATE: &str = include_str!("template.toml");
@@ -99,6 +101,8 @@ pub struct HostSettings {
     pub path: Option<PathBuf>,
     /// Added after `[ssh] options` for this host.
     pub ssh_options: Vec<String>,
+    /// Which hooks run here (`roles` of a hook entry), and which hosts `--role` selects.
+    pub roles: Vec<String>,
     /// Replace the `[php]`, `[refresh]` and `[health]` tables for this host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub php: Option<PhpSettings>,
@@ -149,27 +153,6 @@ pub struct SharedSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct BuildSettings {
     pub run: Vec<String>,
-}
-
-/// `[hooks]`: commands run at fixed points of a deploy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HookSettings {
-    pub before_switch: Vec<String>,
-    /// How long one build or hook command may run (`90s`, `10m`, `1h`) before it is killed
-    /// with everything it started and the deploy fails (default 30m).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-}
-
-impl HookSettings {
-    /// `timeout`, or the default; a value `parse` refused never gets here.
-    pub fn timeout(&self) -> std::time::Duration {
-        self.timeout
-            .as_deref()
-            .and_then(|text| humantime::parse_duration(text).ok())
-            .unwrap_or(DEFAULT_HOOK_TIMEOUT)
-    }
 }
 
 /// `[php]`: the php-fpm pool serving the app, for `cutover php status|reset`.

@@ -78,26 +78,58 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
     shared(config)?;
     hosts(config)?;
     if let Some(text) = &config.hooks.timeout {
-        let at = &["hooks", "timeout"];
-        match humantime::parse_duration(text) {
-            Ok(limit) if !limit.is_zero() => {}
-            _ => {
-                let message = format!("`hooks.timeout` = `{text}` is not a duration");
-                let hint = "write it like `90s`, `10m` or `1h`".to_owned();
-                return Err(Problem::new(at, None, message, Some(hint)));
-            }
-        }
+        check_timeout(text).map_err(|(message, hint)| {
+            Problem::new(&["hooks", "timeout"], None, message, Some(hint))
+        })?;
     }
-    for (keys, commands) in [
-        (["build", "run"], &config.build.run),
-        (["hooks", "before_switch"], &config.hooks.before_switch),
-    ] {
-        if let Some(index) = commands
-            .iter()
-            .position(|command| command.trim().is_empty())
-        {
-            let message = format!("empty command in `{}`", keys.join("."));
-            return Err(Problem::new(&keys, Some(index), message, None));
+    if let Some(index) = config.build.run.iter().position(|c| c.trim().is_empty()) {
+        let message = "empty command in `build.run`".to_owned();
+        return Err(Problem::new(&["build", "run"], Some(index), message, None));
+    }
+    hooks(config)
+}
+
+fn check_timeout(text: &str) -> Result<(), (String, String)> {
+    if crate::hooks::parse_timeout(Some(text)).is_some() {
+        return Ok(());
+    }
+    Err((
+        format!("`{text}` is not a duration"),
+        "write it like `90s`, `10m` or `1h`".to_owned(),
+    ))
+}
+
+/// Every hook entry: a command, a timeout that is one, roles some host has.
+fn hooks(config: &Config) -> Result<(), Problem> {
+    let host_roles: Vec<&String> = config.hosts.values().flat_map(|h| &h.roles).collect();
+    for (phase, entries) in config.hooks.phases() {
+        for (index, entry) in entries.iter().enumerate() {
+            let at = &["hooks", phase];
+            let problem = |message: String, hint: Option<String>| {
+                Problem::new(at, Some(index), message, hint)
+            };
+            if entry.run.trim().is_empty() {
+                return Err(problem(format!("empty command in `hooks.{phase}`"), None));
+            }
+            if let Some(text) = &entry.timeout {
+                check_timeout(text).map_err(|(m, h)| problem(m, Some(h)))?;
+            }
+            for role in &entry.roles {
+                if config.hosts.is_empty() || host_roles.contains(&role) {
+                    continue;
+                }
+                let mut known: Vec<&str> = host_roles.iter().map(|r| r.as_str()).collect();
+                known.sort_unstable();
+                known.dedup();
+                let hint = match known.as_slice() {
+                    [] => "give hosts roles: `roles = [\"web\"]` in [hosts.NAME]".to_owned(),
+                    known => format!("roles of [hosts]: {}", known.join(", ")),
+                };
+                return Err(problem(
+                    format!("no host has the role `{role}` of this hook"),
+                    Some(hint),
+                ));
+            }
         }
     }
     Ok(())
@@ -107,6 +139,18 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
 /// argument, where a leading `-` would be read as an option.
 fn hosts(config: &Config) -> Result<(), Problem> {
     for (name, host) in &config.hosts {
+        if let Some(index) = host.roles.iter().position(|r| !crate::is_host_name(r)) {
+            let message = format!(
+                "role `{}` may hold only letters, digits, `.`, `_` and `-`",
+                host.roles[index]
+            );
+            return Err(Problem::new(
+                &["hosts", name, "roles"],
+                Some(index),
+                message,
+                None,
+            ));
+        }
         if !crate::is_host_name(name) {
             let message =
                 format!("host name `{name}` may hold only letters, digits, `.`, `_` and `-`");

@@ -81,7 +81,8 @@ pub fn staged_before(releases: &[ReleaseId], release: &ReleaseId) -> Option<Rele
     Some(releases.get(at.checked_sub(1)?)?.clone())
 }
 
-/// Staging directories, temporary links and releases never switched to can only belong to
+/// Unfinished releases, staging directories (of versions that staged elsewhere), temporary
+/// links and releases never switched to can only belong to
 /// a deploy that died: a live one would hold the lock we hold. Such a release is complete,
 /// but no one ever served it; left in place, `rollback` could pick it over the release that
 /// was live.
@@ -91,6 +92,7 @@ pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>>
     let Ok(entries) = std::fs::read_dir(deploy.state_dir()) else {
         return Ok(debris);
     };
+    let current = deploy.current_release()?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
@@ -99,6 +101,22 @@ pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>>
                 crate::trash::discard(deploy, &path)?;
             }
             debris.push(name);
+        } else if let Some(id) = name
+            .strip_prefix(crate::layout::UNFINISHED_PREFIX)
+            .and_then(|id| ReleaseId::parse(id).ok())
+        {
+            // Only a finished release is ever switched to; the marker of one that is
+            // current outlived a crash right after its completion.
+            if current.as_ref() == Some(&id) {
+                if !dry_run {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if !dry_run {
+                crate::deploy::discard_unfinished(deploy, &id)?;
+            }
+            debris.push(format!("{}/{id} (unfinished)", crate::layout::RELEASES));
         } else if crate::swap::is_temp_link_name(&name) {
             if !dry_run {
                 let _ = std::fs::remove_file(&path);
@@ -106,7 +124,6 @@ pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>>
             debris.push(name);
         }
     }
-    let current = deploy.current_release()?;
     let events = history::read(&deploy.history_file())?;
     for id in deploy.releases_in_order(&events)? {
         if current.as_ref() == Some(&id) || !history::never_served(&events, &id) {

@@ -22,7 +22,8 @@ pub struct DeployOptions {
     pub shared_dirs: Vec<String>,
     pub shared_files: Vec<String>,
     pub build: Vec<String>,
-    pub before_switch: Vec<String>,
+    /// Hooks will run in the release between `start_release` and `finish_release`.
+    pub hooks_follow: bool,
     pub keep_releases: usize,
     /// File written at the release root holding the release id.
     pub release_file: String,
@@ -46,7 +47,7 @@ impl DeployOptions {
             shared_dirs: Vec::new(),
             shared_files: Vec::new(),
             build: Vec::new(),
-            before_switch: Vec::new(),
+            hooks_follow: false,
             keep_releases: Self::DEFAULT_KEEP_RELEASES,
             release_file: Self::DEFAULT_RELEASE_FILE.to_string(),
             assets: crate::assets::AssetOptions::default(),
@@ -85,7 +86,7 @@ pub trait Fill {
     /// when `link`, copied otherwise. Returns the counts and the files written.
     fn fill(
         &mut self,
-        staging: &Path,
+        dir: &Path,
         previous: Option<&Path>,
         link: bool,
         observer: &dyn Observer,
@@ -101,14 +102,14 @@ pub struct SourceFill<'a> {
 impl Fill for SourceFill<'_> {
     fn fill(
         &mut self,
-        staging: &Path,
+        dir: &Path,
         previous: Option<&Path>,
         link: bool,
         observer: &dyn Observer,
     ) -> Result<(StageStats, Vec<PathBuf>)> {
         let populate = Populate {
             source: self.source,
-            dest: staging,
+            dest: dir,
             previous: if link { previous } else { None },
             excludes: self.excludes,
             dry_run: false,
@@ -118,46 +119,121 @@ impl Fill for SourceFill<'_> {
     }
 }
 
-/// Stages a release and moves it into `releases/`, not yet current. On failure the
-/// staging directory is removed and nothing else has changed.
-pub fn stage_and_commit(
+/// A release being filled at its final path: between `start_release` and
+/// `finish_release`, the `before_switch` hooks run in it.
+#[derive(Debug)]
+pub struct Started {
+    stats: StageStats,
+    /// Files the fill wrote, when no command ran (then only these need flushing).
+    copied: Vec<PathBuf>,
+    /// Commands ran or will run: files are private copies until `finish_release`.
+    private_copy: bool,
+}
+
+/// Starts a release at its final path `releases/<id>`, not yet current, so build
+/// commands and hooks see the path the release is served from (`__DIR__`, `realpath()`
+/// and `pwd -P` baked into caches stay valid after the switch): fills it, runs the build
+/// commands, links the shared paths, writes the release file.
+///
+/// The release is unfinished until `finish_release`: its marker file
+/// (`DeployPath::unfinished_marker`) exists before the directory does and goes only once
+/// the release is complete, so nothing takes an unfinished one for a release. On failure
+/// here the release is removed; once started, the caller removes it if it never
+/// finishes (`discard_release`).
+pub fn start_release(
     deploy: &DeployPath,
     job: &StageJob<'_>,
     previous: Option<&Path>,
     fill: &mut dyn Fill,
     observer: &dyn Observer,
-) -> Result<(StageStats, CarryReport)> {
-    let staging = deploy.staging(job.release);
-    std::fs::create_dir(&staging).ctx("create the staging directory", &staging)?;
-    let files = match stage_release(deploy, &staging, previous, job, fill, observer) {
-        Ok(files) => files,
-        Err(e) => {
-            let _ = crate::trash::discard(deploy, &staging);
-            crate::assets::forget(deploy, job.release);
-            return Err(e);
-        }
-    };
-    // The event goes first: the order of releases comes from these events, and a release
-    // must never be in releases/ without one (a kill between the two would make it sort
-    // as the oldest). An event for a release that never arrived is harmless.
-    let mut staged_event = Event::now(EventKind::Staged, job.release.clone());
-    staged_event.source = Some(job.source.clone());
-    if let Err(e) = history::append(&deploy.history_file(), &staged_event) {
-        let _ = crate::trash::discard(deploy, &staging);
-        return Err(e);
+) -> Result<Started> {
+    let marker = deploy.unfinished_marker(job.release);
+    std::fs::File::create(&marker).ctx("create", &marker)?;
+    crate::swap::fsync_dir(&deploy.state_dir())?;
+    let dir = deploy.release(job.release);
+    let started = std::fs::create_dir(&dir)
+        .ctx("create the release directory", &dir)
+        .and_then(|()| fill_release(deploy, &dir, previous, job, fill, observer));
+    if started.is_err() {
+        let _ = discard_unfinished(deploy, job.release);
     }
-    let release_dir = deploy.release(job.release);
-    if let Err(e) = std::fs::rename(&staging, &release_dir) {
-        let _ = crate::trash::discard(deploy, &staging);
-        // The history said "staged": say it is gone, or readers would look for it.
-        let _ = history::append(
-            &deploy.history_file(),
-            &Event::now(EventKind::Removed, job.release.clone()),
-        );
-        return Err(Error::io("move the staged release to", release_dir, e));
+    started
+}
+
+/// Removes an unfinished release and its marker. The history never named it.
+pub fn discard_unfinished(deploy: &DeployPath, release: &ReleaseId) -> Result<()> {
+    let dir = deploy.release(release);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        crate::trash::discard(deploy, &dir)?;
+    }
+    let _ = std::fs::remove_file(deploy.manifest_file(release));
+    crate::assets::forget(deploy, release);
+    let marker = deploy.unfinished_marker(release);
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", marker, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Completes a started release: unchanged files become links to the previous release,
+/// assets of earlier releases are carried in, everything is flushed, and the completion
+/// is recorded (the `staged` event, and the marker removed). Returns the final counts.
+pub fn finish_release(
+    deploy: &DeployPath,
+    job: &StageJob<'_>,
+    previous: Option<&Path>,
+    started: Started,
+) -> Result<(StageStats, CarryReport)> {
+    let opts = job.opts;
+    let dir = deploy.release(job.release);
+    let mut stats = started.stats;
+    if started.private_copy {
+        if let Some(previous) = previous {
+            // Count what the source shipped, as a fill that links does: not our own files.
+            let mut skip = Excludes::default();
+            let ours = std::iter::once(&opts.release_file)
+                .chain(&opts.shared_dirs)
+                .chain(&opts.shared_files);
+            for path in ours {
+                skip.add_path(PathBuf::from(path.trim_matches('/')));
+            }
+            stats = stage::link_unchanged(&dir, previous, &skip)?;
+        }
+    }
+    // Last: commands and the quick check see only the release's own files.
+    let mut assets = CarryReport::default();
+    if let Some(previous) = job.previous {
+        assets.changed_in_place =
+            crate::assets::changed_in_place(deploy, &dir, previous, &opts.assets)?;
+    }
+    let sources = asset_sources(deploy, job)?;
+    assets.carried =
+        crate::assets::carry_into(deploy, job.release, &dir, &sources, &opts.assets)?.carried;
+    if started.private_copy {
+        // What the commands wrote is unknown: flush the whole file system.
+        stage::flush(&dir, None)?;
+    } else {
+        let mut written = started.copied;
+        written.push(dir.join(&opts.release_file));
+        stage::flush(&dir, Some(&written))?;
     }
     crate::swap::fsync_dir(&deploy.releases_dir())?;
-    Ok(files)
+    // The event first: a release whose marker is gone must be in the history, or it
+    // would sort as the oldest (adopted) one.
+    let mut staged = Event::now(EventKind::Staged, job.release.clone());
+    staged.source = Some(job.source.clone());
+    history::append(&deploy.history_file(), &staged)?;
+    let marker = deploy.unfinished_marker(job.release);
+    std::fs::remove_file(&marker).ctx("remove", &marker)?;
+    crate::swap::fsync_dir(&deploy.state_dir())?;
+    Ok((stats, assets))
+}
+
+impl Started {
+    /// What the fill did (before unchanged files are linked again by `finish_release`).
+    pub fn stats(&self) -> StageStats {
+        self.stats
+    }
 }
 
 /// The releases whose assets a new release keeps: the one it follows first (its pages are
@@ -173,82 +249,40 @@ fn asset_sources(deploy: &DeployPath, job: &StageJob<'_>) -> Result<Vec<ReleaseI
     Ok(sources)
 }
 
-/// Fills the staging directory. Without commands to run, unchanged files are linked from
+/// Fills the release directory. Without commands to run, unchanged files are linked from
 /// the previous release straight away. With commands, they run on a private copy first and
-/// unchanged files are linked only afterwards: a command that rewrites a file in place
-/// (PHP's file_put_contents truncates and writes the same inode) must never reach an inode
-/// the previous, live release shares.
-fn stage_release(
+/// unchanged files are linked only afterwards (`finish_release`): a command that rewrites a
+/// file in place (PHP's file_put_contents truncates and writes the same inode) must never
+/// reach an inode the previous, live release shares.
+fn fill_release(
     deploy: &DeployPath,
-    staging: &Path,
+    dir: &Path,
     previous: Option<&Path>,
     job: &StageJob<'_>,
     fill: &mut dyn Fill,
     observer: &dyn Observer,
-) -> Result<(StageStats, CarryReport)> {
+) -> Result<Started> {
     let (opts, release) = (job.opts, job.release);
-    let runs_commands = !opts.build.is_empty() || !opts.before_switch.is_empty();
-    let (mut stats, copied) = fill.fill(staging, previous, !runs_commands, observer)?;
-    let mut assets = CarryReport::default();
-
-    let release_path = deploy.release(release);
-    let env = [
-        ("CUTOVER_RELEASE", release.as_str().to_string()),
-        ("CUTOVER_RELEASE_PATH", release_path.display().to_string()),
-        ("CUTOVER_STAGING_PATH", staging.display().to_string()),
-        ("CUTOVER_DEPLOY_PATH", deploy.root().display().to_string()),
-        (
-            "CUTOVER_PREVIOUS_RELEASE",
-            job.previous.map(ToString::to_string).unwrap_or_default(),
-        ),
-        ("CUTOVER_HOST", opts.host.clone()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let private_copy = !opts.build.is_empty() || opts.hooks_follow;
+    let (stats, copied) = fill.fill(dir, previous, !private_copy, observer)?;
+    let env = crate::hooks::HookEnv::new(deploy, release, job.previous, &opts.host);
     for script in &opts.build {
-        crate::command::run("build", script, staging, &env, opts.hook_timeout, observer)?;
-    }
-    link_shared(deploy, staging, opts)?;
-    write_release_file(staging, &opts.release_file, release)?;
-    for script in &opts.before_switch {
         crate::command::run(
-            "before_switch",
+            "build",
             script,
-            staging,
-            &env,
+            dir,
+            &env.pairs(),
             opts.hook_timeout,
             observer,
         )?;
     }
-    if runs_commands {
-        if let Some(previous) = previous {
-            // Count what the source shipped, as the direct path does: not our own files.
-            let mut skip = Excludes::default();
-            let ours = std::iter::once(&opts.release_file)
-                .chain(&opts.shared_dirs)
-                .chain(&opts.shared_files);
-            for path in ours {
-                skip.add_path(PathBuf::from(path.trim_matches('/')));
-            }
-            stats = stage::link_unchanged(staging, previous, &skip)?;
-        }
-    }
-    // Last: commands and the quick check see only the release's own files.
-    if let Some(previous) = job.previous {
-        assets.changed_in_place =
-            crate::assets::changed_in_place(deploy, staging, previous, &opts.assets)?;
-    }
-    let sources = asset_sources(deploy, job)?;
-    assets.carried =
-        crate::assets::carry_into(deploy, release, staging, &sources, &opts.assets)?.carried;
-    if runs_commands {
-        // What the commands wrote is unknown: flush the whole file system.
-        stage::flush(staging, None)?;
-    } else {
-        let mut written = copied;
-        written.push(staging.join(&opts.release_file));
-        stage::flush(staging, Some(&written))?;
-    }
-    Ok((stats, assets))
+    link_shared(dir, opts)?;
+    write_release_file(dir, &opts.release_file, release)?;
+    Ok(Started {
+        stats,
+        copied,
+        private_copy,
+    })
 }
 
 /// The source directory, canonical; a clear error when it is missing or a file.
@@ -279,11 +313,14 @@ pub fn source_excludes(opts: &DeployOptions) -> Excludes {
     excludes
 }
 
-/// Removes a staged release that never became current (a fleet deploy another host
-/// failed). Refuses the current release.
+/// Removes a release this deploy staged that never became current (a fleet deploy
+/// another host failed, a hook that failed). Refuses the current release.
 pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>) -> Result<()> {
     if mode.is_dry_run() || deploy.current_release()?.as_ref() == Some(release) {
         return Ok(());
+    }
+    if deploy.is_unfinished(release) {
+        return discard_unfinished(deploy, release);
     }
     if deploy.release(release).exists() {
         return crate::cleanup::remove_release(deploy, release);
@@ -340,7 +377,9 @@ fn existing_ancestor_canonical(path: &Path) -> PathBuf {
 }
 
 fn next_release_id(deploy: &DeployPath, requested: Option<ReleaseId>) -> Result<ReleaseId> {
-    let taken = |id: &ReleaseId| deploy.release(id).exists() || deploy.staging(id).exists();
+    let taken = |id: &ReleaseId| {
+        std::fs::symlink_metadata(deploy.release(id)).is_ok() || deploy.is_unfinished(id)
+    };
     if let Some(id) = requested {
         if taken(&id) {
             return Err(Error::ReleaseExists(id.to_string()));
@@ -376,13 +415,12 @@ pub fn check_shared(deploy: &DeployPath, opts: &DeployOptions) -> Result<()> {
     Ok(())
 }
 
-/// Links `shared/<path>` into the release with a relative link (staging sits at the same
+/// Links `shared/<path>` into the release with a relative link.
 /// depth as `releases/<id>`, so the same text resolves in both places).
-fn link_shared(deploy: &DeployPath, staging: &Path, opts: &DeployOptions) -> Result<()> {
-    let _ = deploy;
+fn link_shared(dir: &Path, opts: &DeployOptions) -> Result<()> {
     for rel in opts.shared_dirs.iter().chain(&opts.shared_files) {
         let rel = Path::new(rel.trim_matches('/'));
-        let link = staging.join(rel);
+        let link = dir.join(rel);
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent).ctx("create", parent)?;
         }
@@ -395,8 +433,8 @@ fn link_shared(deploy: &DeployPath, staging: &Path, opts: &DeployOptions) -> Res
 
 /// Replaces, never rewrites: the file the source shipped may be a hard link into the
 /// previous release.
-fn write_release_file(staging: &Path, name: &str, release: &ReleaseId) -> Result<()> {
-    let path = staging.join(name);
+fn write_release_file(dir: &Path, name: &str, release: &ReleaseId) -> Result<()> {
+    let path = dir.join(name);
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
         return Err(Error::ReleaseFileIsDirectory(name.to_string()));
     }

@@ -173,6 +173,11 @@ impl Error {
             }
             Error::NoCurrentRelease(_) => "deploy a release first, or `cutover switch <id>` to one".into(),
             Error::NonUtf8Path(_) => "rename it, or leave it out with [deploy] exclude".into(),
+            Error::CommandFailed { phase, .. } | Error::CommandTimedOut { phase, .. }
+                if matches!(*phase, "after_switch" | "after_rollback") =>
+            {
+                "the release is live and stays so; fix the command and run it by hand on that host".into()
+            }
             Error::CommandFailed { .. } => "nothing was switched; fix the command and deploy again".into(),
             Error::CommandTimedOut { .. } => {
                 "nothing was switched; find what the command waits for (a prompt, the network, a lock), or raise [hooks] timeout".into()

@@ -16,6 +16,8 @@ pub const CURRENT: &str = "current";
 pub const RELEASES: &str = "releases";
 pub const SHARED: &str = "shared";
 pub const STATE: &str = ".cutover";
+/// `.cutover/unfinished-<id>`: see `DeployPath::unfinished_marker`.
+pub const UNFINISHED_PREFIX: &str = "unfinished-";
 
 /// Which tool laid out a deploy path, so `releases` can say what it adopted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,10 +76,14 @@ impl DeployPath {
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE)
     }
-    /// Staging sits at the same depth as `releases/<id>` so relative links into `shared/`
-    /// resolve the same before and after the rename, and hooks see the shared files.
-    pub fn staging(&self, id: &ReleaseId) -> PathBuf {
-        self.state_dir().join(format!("staging-{id}"))
+    /// Present from before `releases/<id>` is created until the release is complete: a
+    /// release with this file is unfinished, and nothing takes it for a release.
+    pub fn unfinished_marker(&self, id: &ReleaseId) -> PathBuf {
+        self.state_dir().join(format!("{UNFINISHED_PREFIX}{id}"))
+    }
+    /// Whether a deploy started `id` and has not completed it (or died doing so).
+    pub fn is_unfinished(&self, id: &ReleaseId) -> bool {
+        std::fs::symlink_metadata(self.unfinished_marker(id)).is_ok()
     }
     pub fn trash_dir(&self) -> PathBuf {
         self.state_dir().join("trash")
@@ -147,7 +153,9 @@ impl DeployPath {
         }
     }
 
-    /// Complete releases, oldest first. Hidden entries and files are not releases.
+    /// Release directories, oldest first. Hidden entries and files are not releases. A
+    /// release a deploy is still filling, or a dead one left, is listed too
+    /// (`is_unfinished`); every command that takes the lock removes those first.
     ///
     /// Order is the order cutover staged them in (from the history), so `--release v1`
     /// followed by a timestamped release still rolls back to `v1`. Releases the history

@@ -8,6 +8,7 @@ pub mod command;
 pub mod deploy;
 pub mod error;
 pub mod history;
+pub mod hooks;
 mod identity;
 pub mod layout;
 pub mod listing;

@@ -119,6 +119,11 @@ fn handle(
             Reply::Opened(host.open(&open)?)
         }
         Request::Stage(stage) => stage_received(host, *stage, input, output)?,
+        Request::Hooks(hooks) => {
+            host.run_hooks(&hooks)?;
+            Reply::HooksRan
+        }
+        Request::Finish { release } => Reply::Finished(host.finish(&release)?),
         Request::Switch(switch) => Reply::Switched(host.switch(&switch)?),
         Request::Refresh { release } => Reply::Refreshed {
             report: host.refresh_for(&release)?,
@@ -269,7 +274,6 @@ fn stage_received(
     let staged = staged?;
     // A lost manifest only costs the next deploy a full manifest and some hashing.
     let _ = manifest.store(&deploy.manifest_file(&release));
-    host.record_staged(&release, &request.source)?;
     Ok(Reply::Staged(cutover_protocol::Staged {
         stage_ms: started.elapsed().as_millis() as u64,
         ..staged

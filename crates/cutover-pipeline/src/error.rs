@@ -156,6 +156,8 @@ pub struct FleetError {
     pub summary: String,
     /// What the user can rely on now, e.g. "v1 is live again on every host".
     pub state: String,
+    /// What to do next, when it is not to fix the error and run the command again.
+    pub next: Option<String>,
     pub hosts: Vec<HostReport>,
 }
 

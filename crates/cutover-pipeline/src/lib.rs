@@ -10,6 +10,7 @@
 pub mod agent;
 mod error;
 mod fleet;
+mod hooks;
 mod host;
 mod plan;
 mod source;
@@ -17,6 +18,7 @@ mod state;
 
 pub use error::{cause_chain, FleetError, HostError, HostErrorKind};
 pub use fleet::{DeployJob, DeployOutcome, Fleet, Progress, ReadOutcome, SwitchOutcome};
+pub use hooks::{HookEntry, HookSet};
 pub use host::local::LocalHost;
 pub use host::remote::RemoteHost;
 pub use host::Host;

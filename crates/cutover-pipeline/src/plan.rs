@@ -9,6 +9,8 @@ use cutover_refresh::RefreshSpec;
 pub struct HostPlan {
     /// The `[hosts]` name; `local` for a deploy path given with `--to`.
     pub name: String,
+    /// `[hosts.NAME] roles`: which hooks run here, and which hosts `--role` selects.
+    pub roles: Vec<String>,
     pub transport: Transport,
     pub path: PathBuf,
     pub refresh: RefreshSpec,

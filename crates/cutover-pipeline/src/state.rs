@@ -90,6 +90,9 @@ pub struct HostReport {
     /// Releases removed after the deploy (or that a dry run would remove).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupReport>,
+    /// Hook phases run here, with their commands (`once` ones marked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "error_line")]
     pub error: Option<HostError>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

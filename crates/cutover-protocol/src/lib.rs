@@ -24,6 +24,7 @@ pub use frame::{read_frame, write_frame, Frame, Kind, Limits, DATA_CHUNK};
 use cutover_core::assets::{AssetOptions, CarryReport};
 use cutover_core::cleanup::CleanupReport;
 use cutover_core::history::Source;
+use cutover_core::hooks::{HookCommand, HookPhase};
 use cutover_core::listing::ReleaseList;
 use cutover_core::manifest::{Delta, Manifest};
 use cutover_core::stage::StageStats;
@@ -33,7 +34,7 @@ use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec};
 
 /// Bumped on any incompatible change. The agent binary is named after the deploying
 /// binary's hash, so both ends normally run the same build; the check catches the rest.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// One operation of the `Host` seam each; every request gets exactly one reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,9 +45,15 @@ pub enum Request {
         version: String,
     },
     Open(Box<OpenRequest>),
-    /// Answered by `Need`, then the content stream, then `Staged`; with `dry_run`, by
-    /// `Staged` alone.
+    /// Starts a release: answered by `Need`, then the content stream, then `Staged`;
+    /// with `dry_run`, by `Staged` alone.
     Stage(Box<StageRequest>),
+    /// Runs commands of one hook phase on the host; answered by `HooksRan`.
+    Hooks(Box<HooksRequest>),
+    /// Completes a release `Stage` started (and hooks ran in); answered by `Finished`.
+    Finish {
+        release: ReleaseId,
+    },
     Switch(SwitchRequest),
     /// The host's refresh steps and health check for `release`, now current.
     Refresh {
@@ -115,7 +122,9 @@ pub struct StageSpec {
     pub shared_dirs: Vec<String>,
     pub shared_files: Vec<String>,
     pub build: Vec<String>,
-    pub before_switch: Vec<String>,
+    /// `before_switch` hooks will run in the release between `Stage` and `Finish`.
+    #[serde(default)]
+    pub hooks_follow: bool,
     pub release_file: String,
     /// How long one build or hook command may run.
     pub hook_timeout_ms: u64,
@@ -168,6 +177,61 @@ impl StageSpec {
     }
 }
 
+/// Commands of one hook phase, for one host: the orchestrator chose them (`once`,
+/// `roles`); the host runs them all, in order, in the directory the phase names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HooksRequest {
+    pub phase: HookPhase,
+    /// The release the hooks are about: the new one, or the one gone back to.
+    pub release: ReleaseId,
+    /// `CUTOVER_PREVIOUS_RELEASE`.
+    pub previous: Option<ReleaseId>,
+    pub commands: Vec<HookCommand>,
+    /// `on_failure` only: the step that failed (`CUTOVER_FAILED_STEP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+}
+
+impl HooksRequest {
+    /// Longest a hook may be given: a day.
+    pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+    /// What a host accepts: commands a shell can take, limits that end.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        for command in &self.commands {
+            if command.run.trim().is_empty() || command.run.contains('\0') {
+                return Err((
+                    format!("a {} hook is empty or holds a NUL byte", self.phase),
+                    "write the command as a shell would take it",
+                ));
+            }
+            if command.timeout_ms == 0 || command.timeout_ms > Self::MAX_TIMEOUT_MS {
+                return Err((
+                    format!(
+                        "the {} hook `{}` has a timeout of {} ms",
+                        self.phase, command.run, command.timeout_ms
+                    ),
+                    "give a timeout between 1 ms and 24 h",
+                ));
+            }
+        }
+        let step_ok = match (&self.failed_step, self.phase) {
+            (None, _) => true,
+            (Some(step), HookPhase::OnFailure) => {
+                step.len() <= 64 && step.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            }
+            (Some(_), _) => false,
+        };
+        if !step_ok {
+            return Err((
+                "a failed step is given that is not one".to_string(),
+                "only on_failure hooks are told the failed step, as a short name",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRequest {
     pub release: ReleaseId,
@@ -183,6 +247,14 @@ pub enum ManifestPayload {
     Full(Manifest),
     /// Against the manifest of the host's current release (named by digest in `Opened`).
     Delta(Delta),
+}
+
+/// A release completed by `Finish`: the final counts (unchanged files linked again
+/// after the hooks) and the static files carried in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub stats: StageStats,
+    pub assets: CarryReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +308,8 @@ pub enum Reply {
         need: Vec<u32>,
     },
     Staged(Staged),
+    HooksRan,
+    Finished(Finished),
     Switched(Switched),
     /// `None` when the host has nothing to do after a switch.
     Refreshed {
@@ -267,6 +341,8 @@ impl Request {
             Request::Hello { .. } => "hello",
             Request::Open(_) => "open",
             Request::Stage(_) => "stage",
+            Request::Hooks(_) => "hooks",
+            Request::Finish { .. } => "finish",
             Request::Switch(_) => "switch",
             Request::Refresh { .. } => "refresh",
             Request::Commit => "commit",
@@ -287,6 +363,8 @@ impl Reply {
             Reply::Opened(_) => "opened",
             Reply::Need { .. } => "need",
             Reply::Staged(_) => "staged",
+            Reply::HooksRan => "hooks_ran",
+            Reply::Finished(_) => "finished",
             Reply::Switched(_) => "switched",
             Reply::Refreshed { .. } => "refreshed",
             Reply::Committed => "committed",
@@ -362,6 +440,37 @@ mod tests {
                 // a reply that parses holds only safe ones; the property is: no panic.
                 let _ = recv::<Reply>(&mut r, &Limits::DEFAULT);
             }
+        }
+    }
+
+    #[test]
+    fn a_hooks_request_is_checked_like_user_input() {
+        let request = |run: &str, timeout_ms, phase, step: Option<&str>| HooksRequest {
+            phase,
+            release: ReleaseId::parse("v2").unwrap(),
+            previous: None,
+            commands: vec![HookCommand {
+                run: run.into(),
+                timeout_ms,
+            }],
+            failed_step: step.map(String::from),
+        };
+        let ok = request("php artisan up", 1000, HookPhase::OnFailure, Some("check"));
+        assert!(ok.validate().is_ok());
+        for bad in [
+            request(" ", 1000, HookPhase::AfterSwitch, None),
+            request("a\0b", 1000, HookPhase::AfterSwitch, None),
+            request("true", 0, HookPhase::AfterSwitch, None),
+            request(
+                "true",
+                HooksRequest::MAX_TIMEOUT_MS + 1,
+                HookPhase::AfterSwitch,
+                None,
+            ),
+            request("true", 1000, HookPhase::AfterSwitch, Some("check")),
+            request("true", 1000, HookPhase::OnFailure, Some("a\nb")),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
         }
     }
 

@@ -249,6 +249,9 @@ pub struct TargetArgs {
     /// Without --to, commands act on the hosts of [hosts].
     #[arg(long = "host", value_name = "NAME")]
     pub hosts: Vec<String>,
+    /// With [hosts]: only the hosts with this role (repeatable: any of them).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

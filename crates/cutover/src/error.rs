@@ -153,16 +153,17 @@ impl From<FleetError> for CommandError {
         let kind = kind_of(error.kind);
         let hosts = serde_json::to_value(&error.hosts).ok();
         let errors: Vec<(&str, &HostError)> = error.errors().collect();
+        let next = error
+            .next
+            .as_deref()
+            .unwrap_or("fix what is named above and run the command again");
         let mut command = match (error.hosts.len(), errors.as_slice()) {
             (1, [(_, host)]) => CommandError {
                 causes: host.causes.clone(),
                 hints: host.hints.clone(),
                 ..CommandError::new(kind, &host.message)
             }
-            .with_hint(format!(
-                "{}; fix what is named above and run the command again",
-                error.state
-            )),
+            .with_hint(format!("{}; {next}", error.state)),
             _ => CommandError {
                 causes: errors
                     .iter()
@@ -176,10 +177,7 @@ impl From<FleetError> for CommandError {
                     .flat_map(|(name, e)| e.hints.iter().map(move |h| format!("{name}: {h}")))
                     .take(3),
             )
-            .with_hint(format!(
-                "{}; fix what is named above and run the command again",
-                error.state
-            )),
+            .with_hint(format!("{}; {next}", error.state)),
         };
         command.hosts = hosts;
         command

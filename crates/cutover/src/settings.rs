@@ -7,7 +7,9 @@ use cutover_config::Config;
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
 use cutover_core::{DeployPath, ReleaseId};
-use cutover_pipeline::{DeployJob, HostPlan, ManifestCache, SourceTree, SshTarget, Transport};
+use cutover_pipeline::{
+    DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree, SshTarget, Transport,
+};
 use cutover_protocol::{Access, StageSpec};
 use cutover_refresh::RefreshSpec;
 
@@ -47,9 +49,16 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
             "add a [hosts.NAME] table per host, or leave out --host to act on --to",
         ));
     }
+    if (config.hosts.is_empty() || target.to.is_some()) && !target.roles.is_empty() {
+        return Err(CommandError::usage(
+            "--role selects hosts of [hosts] in cutover.toml",
+            "give hosts `roles = [\"web\"]` in [hosts.NAME] and leave out --to",
+        ));
+    }
     if config.hosts.is_empty() || target.to.is_some() {
         return Ok(vec![HostPlan {
             name: LOCAL_HOST.to_string(),
+            roles: Vec::new(),
             transport: Transport::InProcess,
             path: deploy_path(target, config)?.root().to_path_buf(),
             refresh: RefreshSpec::from_settings(&config.php, &config.refresh, &config.health)?,
@@ -67,8 +76,29 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
     }
     let ssh_cwd = config_dir(config).unwrap_or_else(|| PathBuf::from("."));
     let mut plans = Vec::new();
+    for role in &target.roles {
+        if !config.hosts.values().any(|h| h.roles.contains(role)) {
+            let mut known: Vec<&str> = config
+                .hosts
+                .values()
+                .flat_map(|h| h.roles.iter().map(String::as_str))
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            return Err(CommandError::usage(
+                format!("no host in [hosts] has the role `{role}`"),
+                match known.as_slice() {
+                    [] => "give hosts roles: `roles = [\"web\"]` in [hosts.NAME]".to_string(),
+                    known => format!("roles in the config: {}", known.join(", ")),
+                },
+            ));
+        }
+    }
     for (name, host) in &config.hosts {
         if !target.hosts.is_empty() && !target.hosts.contains(name) {
+            continue;
+        }
+        if !target.roles.is_empty() && !host.roles.iter().any(|r| target.roles.contains(r)) {
             continue;
         }
         let path = host
@@ -103,6 +133,7 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
         })?;
         plans.push(HostPlan {
             name: name.clone(),
+            roles: host.roles.clone(),
             transport,
             path,
             refresh,
@@ -192,7 +223,7 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
             shared_dirs: config.shared.dirs.clone(),
             shared_files: config.shared.files.clone(),
             build: config.build.run.clone(),
-            before_switch: config.hooks.before_switch.clone(),
+            hooks_follow: !config.hooks.before_switch.is_empty(),
             release_file: config
                 .deploy
                 .release_file
@@ -204,6 +235,27 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
         keep: keep_releases(args.keep, config),
         dry_run: args.change.dry_run,
     })
+}
+
+/// `[hooks]` as the pipeline runs them, each with its limit in milliseconds.
+pub fn hook_set(config: &Config) -> HookSet {
+    let default = config.hooks.timeout();
+    let entries = |list: &[cutover_config::HookEntry]| {
+        list.iter()
+            .map(|entry| HookEntry {
+                run: entry.run.clone(),
+                once: entry.once,
+                roles: entry.roles.clone(),
+                timeout_ms: entry.timeout_or(default).as_millis() as u64,
+            })
+            .collect()
+    };
+    HookSet {
+        before_switch: entries(&config.hooks.before_switch),
+        after_switch: entries(&config.hooks.after_switch),
+        on_failure: entries(&config.hooks.on_failure),
+        after_rollback: entries(&config.hooks.after_rollback),
+    }
 }
 
 /// `[deploy] asset_dirs` and `keep_asset_releases`, or the defaults.

@@ -88,6 +88,7 @@ fn json_output_is_one_document_with_pinned_keys_and_nothing_on_stderr() {
             "previous",
             "files",
             "assets",
+            "hooks",
             "files_sent",
             "bytes_sent",
             "stage_ms",
@@ -470,7 +471,7 @@ fn dry_run_leaves_debris_of_a_killed_deploy_alone() {
         one_host(&cleanup)["cleanup"]["debris"],
         serde_json::json!(["staging-r9"])
     );
-    assert_eq!(staging_dirs(&sb.deploy()), Vec::<String>::new());
+    assert_eq!(unfinished_left(&sb.deploy()), Vec::<String>::new());
 }
 
 #[test]

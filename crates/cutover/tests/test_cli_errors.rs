@@ -26,7 +26,7 @@ fn refused_deploy(sb: &Sandbox, extra: &[&str], code: i32, needles: &[&str], hin
     assert_refused(&out, code, needles, hint);
     before.assert_same(&sb.state(), &format!("deploy {extra:?}"));
     assert_eq!(sb.releases(), releases);
-    assert_eq!(staging_dirs(&sb.deploy()), Vec::<String>::new());
+    assert_eq!(unfinished_left(&sb.deploy()), Vec::<String>::new());
 }
 
 #[test]

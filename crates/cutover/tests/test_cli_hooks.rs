@@ -23,7 +23,7 @@ fn assert_failed_deploy_changed_nothing(sb: &Sandbox, config: &str) -> String {
     assert!(out.stdout.is_empty(), "{}", text(&out));
     assert_eq!(sb.current(), current, "current must be untouched");
     assert_eq!(
-        staging_dirs(&sb.deploy()),
+        unfinished_left(&sb.deploy()),
         Vec::<String>::new(),
         "staging left behind"
     );
@@ -64,7 +64,7 @@ fn failing_first_deploy_leaves_no_release_and_no_current() {
     assert_eq!(sb.current(), None);
     assert!(!sb.deploy().join("current").exists());
     assert_eq!(sb.releases(), Vec::<String>::new());
-    assert_eq!(staging_dirs(&sb.deploy()), Vec::<String>::new());
+    assert_eq!(unfinished_left(&sb.deploy()), Vec::<String>::new());
 }
 
 #[test]

@@ -63,12 +63,8 @@ fn a_full_disk_fails_the_deploy_and_leaves_current_alone() {
     assert!(err.contains("hint: the disk is full"), "{err}");
     assert_eq!(sb.current().as_deref(), Some(first.as_str()));
     assert_eq!(sb.releases(), vec![first.clone()]);
-    let staging: Vec<_> = std::fs::read_dir(sb.deploy().join(".cutover"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
-        .collect();
-    assert!(staging.is_empty(), "staging left behind: {staging:?}");
+    let left = unfinished_left(&sb.deploy());
+    assert!(left.is_empty(), "unfinished release left behind: {left:?}");
 
     // Once the content fits again, deploying works.
     for i in 0..48 {
@@ -204,15 +200,9 @@ fn a_hook_dies_with_the_deploy() {
         .args(["--config", config.to_str().unwrap(), "--quiet"])
         .spawn()
         .unwrap();
-    // Kill once the hook is running (its staging directory exists), within a bound.
+    // Kill once the hook is running (its release was started), within a bound.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let staging = || {
-        std::fs::read_dir(sb.deploy().join(".cutover")).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("staging-"))
-        })
-    };
+    let staging = || !unfinished_left(&sb.deploy()).is_empty();
     while !staging() {
         assert!(
             std::time::Instant::now() < deadline,

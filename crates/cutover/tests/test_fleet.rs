@@ -89,12 +89,12 @@ impl Fleet {
         ids
     }
 
-    /// Staging directories and parked trash left on a host.
+    /// Unfinished releases left on a host.
     fn debris(&self, host: &str) -> Vec<String> {
         std::fs::read_dir(self.host_path(host).join(".cutover"))
             .map(|rd| {
                 rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("staging-"))
+                    .filter(|n| n.starts_with("unfinished-"))
                     .collect()
             })
             .unwrap_or_default()
@@ -644,7 +644,7 @@ fn message(json: serde_json::Value) -> Vec<u8> {
 
 fn hello() -> Vec<u8> {
     message(serde_json::json!({
-        "reply": "hello", "protocol": 2, "version": "0", "pid": 1, "hostname": "evil"
+        "reply": "hello", "protocol": cutover_protocol::PROTOCOL, "version": "0", "pid": 1, "hostname": "evil"
     }))
 }
 

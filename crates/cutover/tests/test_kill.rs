@@ -1,6 +1,7 @@
 //! Invariants 1 and 2 under SIGKILL: a deploy killed at a random instant leaves `current`
-//! pointing to a complete release, nothing incomplete under `releases/`, and the next
-//! deploy succeeds and clears what the killed one left behind.
+//! pointing to a complete release, nothing incomplete under `releases/` that is not marked
+//! unfinished (`.cutover/unfinished-<id>`) and left out of `cutover releases`, and the
+//! next deploy succeeds and clears what the killed one left behind.
 //!
 //! The source has 3,000 files so staging takes long enough to be hit. Trials rotate
 //! through three kinds of deploy, each killed after a random delay up to the time an
@@ -71,8 +72,9 @@ impl Kind {
 enum Kill {
     /// After a random delay, up to what an unkilled deploy of the same kind takes.
     After(Duration),
-    /// As soon as a new directory shows up under `releases/`: the steps between the rename
-    /// and the switch take a few fsyncs, a window random delays seldom hit.
+    /// As soon as a new release under `releases/` is complete (its unfinished marker
+    /// gone): the steps between its completion and the switch take a few fsyncs, a window
+    /// random delays seldom hit.
     OnNewRelease,
     /// As soon as `current` changes: the history append and the start of the cleanup.
     OnSwitch,
@@ -231,7 +233,8 @@ struct Layout {
     current: String,
     /// Release id → version.
     releases: BTreeMap<String, u32>,
-    staging: Vec<String>,
+    /// Releases marked unfinished (their directories may be partial).
+    unfinished: Vec<String>,
     temp_links: Vec<String>,
     trash: Vec<String>,
 }
@@ -271,7 +274,16 @@ fn check_layout(
         _ => return Err(format!("`current` -> {target:?}, not releases/<id>")),
     };
     let mut releases = BTreeMap::new();
+    let state = names(&deploy.join(".cutover"));
+    let unfinished: Vec<String> = state
+        .iter()
+        .filter_map(|n| n.strip_prefix("unfinished-"))
+        .map(str::to_string)
+        .collect();
     for name in names(&deploy.join("releases")) {
+        if unfinished.contains(&name) {
+            continue;
+        }
         let dir = deploy.join("releases").join(&name);
         let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("stat {name}: {e}"))?;
         if !meta.is_dir() {
@@ -289,15 +301,15 @@ fn check_layout(
             releases.keys()
         ));
     }
-    let state = names(&deploy.join(".cutover"));
+    if unfinished.contains(&id) {
+        return Err(format!(
+            "`current` -> {target:?}, which is marked unfinished"
+        ));
+    }
     Ok(Layout {
         current: id,
         releases,
-        staging: state
-            .iter()
-            .filter(|n| n.starts_with("staging"))
-            .cloned()
-            .collect(),
+        unfinished,
         temp_links: state
             .iter()
             .filter(|n| n.starts_with("current.") && n.ends_with(".tmp"))
@@ -323,7 +335,7 @@ fn landed(finished: bool, before: &Layout, after: &Layout) -> &'static str {
         }
     } else if new_release {
         "killed between staging and the switch"
-    } else if !after.staging.is_empty() {
+    } else if !after.unfinished.is_empty() {
         "killed while staging"
     } else {
         "killed before staging began"
@@ -393,7 +405,7 @@ impl Trials {
             problems.push(format!("cleanup kept {:?}", after.releases.keys()));
         }
         for (what, left) in [
-            ("staging directories", &after.staging),
+            ("unfinished releases", &after.unfinished),
             ("temporary links", &after.temp_links),
             ("trash", &after.trash),
         ] {
@@ -423,9 +435,14 @@ impl Trials {
         let old_target = Path::new("releases").join(&before.current);
         let seen = || match when {
             Kill::After(delay) => spawned.elapsed() >= delay,
-            Kill::OnNewRelease => names(&releases)
-                .iter()
-                .any(|id| !before.releases.contains_key(id)),
+            Kill::OnNewRelease => names(&releases).iter().any(|id| {
+                !before.releases.contains_key(id)
+                    && !self
+                        .sb
+                        .deploy()
+                        .join(format!(".cutover/unfinished-{id}"))
+                        .exists()
+            }),
             Kill::OnSwitch => std::fs::read_link(&current).is_ok_and(|t| t != old_target),
         };
         let finished = loop {
@@ -455,6 +472,16 @@ impl Trials {
             self.fail(&format!("the deploy failed by itself ({status}):\n{err}"));
         }
         let after = self.layout();
+        if !after.unfinished.is_empty() {
+            // What a killed deploy left unfinished is no release to offer.
+            let listed = self.sb.json_to(&["releases"]);
+            let listed = one_result(&listed)["releases"].to_string();
+            for id in &after.unfinished {
+                if listed.contains(&format!("\"{id}\"")) {
+                    self.fail(&format!("`cutover releases` lists the unfinished {id}"));
+                }
+            }
+        }
         if after.current != before.current && !after.releases.contains_key(&before.current) {
             self.fail(&format!(
                 "the release current replaced ({}) was removed",

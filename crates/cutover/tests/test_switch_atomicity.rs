@@ -19,6 +19,10 @@ const SWITCHES: usize = 1_000;
 const READERS: usize = 2;
 /// Hard limit on one switching run; readers stop here even if the switcher is stuck.
 const TIME_CAP: Duration = Duration::from_secs(60);
+/// Each binary switch is a whole process (start, lock, switch, history) competing with the
+/// readers for two cores: 30-110 ms each depending on the machine's load. The claim is
+/// that no read fails, so the binary must switch often, not 1,000 times in a fixed time.
+const MIN_BINARY_SWITCHES: usize = 200;
 /// Far below what two readers manage while 1,000 switches run (hundreds of thousands),
 /// far above what a reader that never ran would count.
 const MIN_READS: u64 = 2_000;
@@ -144,7 +148,7 @@ fn alternate(n: usize, a: &str, b: &str, deadline: Instant, mut switch: impl FnM
 }
 
 #[test]
-fn readers_see_no_error_during_1000_switches_by_the_binary() {
+fn readers_see_no_error_while_the_binary_switches_hundreds_of_times() {
     let (sb, a, b) = two_releases();
     let deploy = sb.deploy();
     let deploy_arg = deploy.to_str().unwrap();
@@ -175,8 +179,8 @@ fn readers_see_no_error_during_1000_switches_by_the_binary() {
     if let Some(failure) = failed_switch {
         panic!("a switch failed: {failure}");
     }
-    assert_eq!(
-        done, SWITCHES,
+    assert!(
+        done >= MIN_BINARY_SWITCHES,
         "only {done} switches within {TIME_CAP:?}; reads: {reads:?}"
     );
     assert_eq!(

@@ -48,6 +48,9 @@ fn template_shows_every_key() {
         hooks:
             HookSettings {
                 before_switch,
+                after_switch,
+                on_failure,
+                after_rollback,
                 timeout: hook_timeout,
             },
         php: PhpSettings { fpm, fpm_chroot },
@@ -75,6 +78,7 @@ fn template_shows_every_key() {
         ssh,
         path: host_path,
         ssh_options,
+        roles,
         php: host_php,
         refresh: host_refresh,
         health: host_health,
@@ -95,9 +99,13 @@ fn template_shows_every_key() {
         path.is_some() && source.is_some() && keep_releases.is_some() && release_file.is_some()
     );
     assert!(fpm.is_some() && fpm_chroot.is_some() && hook_timeout.is_some());
-    for list in [exclude, dirs, files, run, before_switch] {
+    for list in [exclude, dirs, files, run] {
         assert!(!list.is_empty());
     }
+    for list in [before_switch, after_switch, on_failure, after_rollback] {
+        assert!(!list.is_empty());
+    }
+    assert!(!roles.is_empty());
 
     // The examples that show a default show the real one.
     assert_eq!(keep_releases, Some(DEFAULT_KEEP_RELEASES));
@@ -165,4 +173,51 @@ fn load_reports_errors_in_the_file() {
             file.display()
         )
     );
+}
+
+#[test]
+fn hook_entries_are_commands_or_tables_and_their_roles_must_exist() {
+    let text = r#"
+[hooks]
+before_switch = ["php artisan config:cache", { run = "php artisan migrate --force", once = true, roles = ["db"], timeout = "5m" }]
+after_switch = ["php artisan queue:restart"]
+
+[hosts.web1]
+roles = ["web", "db"]
+"#;
+    let config = parse(text, Path::new("cutover.toml")).unwrap();
+    let migrate = &config.hooks.before_switch[1];
+    assert_eq!(migrate.run, "php artisan migrate --force");
+    assert!(migrate.once);
+    assert_eq!(migrate.roles, ["db"]);
+    assert_eq!(
+        migrate.timeout_or(config.hooks.timeout()),
+        std::time::Duration::from_secs(300)
+    );
+    let cache = &config.hooks.before_switch[0];
+    assert!(!cache.once && cache.roles.is_empty());
+    assert_eq!(
+        cache.timeout_or(config.hooks.timeout()),
+        cutover_config::DEFAULT_HOOK_TIMEOUT
+    );
+
+    let typo = text.replace(r#"roles = ["db"]"#, r#"roles = ["dbs"]"#);
+    let err = parse(&typo, Path::new("cutover.toml")).unwrap_err();
+    assert!(
+        err.to_string().contains("no host has the role `dbs`"),
+        "{err}"
+    );
+    assert_eq!(err.hint(), Some("roles of [hosts]: db, web"));
+
+    let unknown = text.replace("once = true", "one = true");
+    let err = parse(&unknown, Path::new("cutover.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one"), "{err}");
+
+    let bad_timeout = text.replace(r#"timeout = "5m""#, r#"timeout = "soon""#);
+    let err = parse(&bad_timeout, Path::new("cutover.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`soon` is not a duration"), "{err}");
 }

@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use cutover_config::{
-    parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
-    PhpSettings, RefreshSettings, SharedSettings, SshSettings, TEMPLATE,
+    parse, BuildSettings, Config, DeploySettings, HealthSettings, HookEntry, HookSettings,
+    HostSettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings, TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -153,8 +153,8 @@ fn config() -> impl Strategy<Value = Config> {
             shared,
             build: BuildSettings { run },
             hooks: HookSettings {
-                before_switch,
-                timeout: None,
+                before_switch: before_switch.into_iter().map(HookEntry::command).collect(),
+                ..HookSettings::default()
             },
             php: PhpSettings::default(),
             refresh: RefreshSettings::default(),

@@ -6,6 +6,9 @@ use cutover_core::history::Source;
 use cutover_core::ReleaseId;
 use cutover_protocol::StageSpec;
 
+use cutover_core::hooks::HookPhase;
+
+use super::hooks::OnError;
 use super::Fleet;
 use crate::host::StageOrder;
 use crate::{FleetError, HostReport, HostState, SourceTree};
@@ -77,20 +80,48 @@ impl Fleet<'_> {
         for (slot, staged) in fleet.slots.iter_mut().zip(staged) {
             let Some(staged) = staged else { continue };
             slot.report.files = Some(staged.stats);
-            slot.report.assets = Some(staged.assets);
             slot.report.files_sent = Some(staged.files_sent);
             slot.report.bytes_sent = Some(staged.bytes_sent);
             slot.report.stage_ms = Some(staged.stage_ms);
             if job.dry_run {
+                slot.report.assets = Some(staged.assets);
                 super::set(slot, progress, HostState::Planned);
             } else {
                 slot.staged = Some(release.clone());
-                super::set(slot, progress, HostState::Staged);
             }
         }
         if fleet.any_failed() {
-            fleet.abort_all();
-            return Err(fleet.unchanged("staging failed on a host; no host was switched"));
+            return Err(fleet.given_up(
+                &release,
+                "stage",
+                "staging failed on a host; no host was switched",
+            ));
+        }
+        if !job.dry_run {
+            // At the release's final path, once-commands first on their one host.
+            let new = |_, slot: &super::Slot| Some((release.clone(), slot.opened.current.clone()));
+            fleet.run_phase(HookPhase::BeforeSwitch, new, None, OnError::Fail);
+            if fleet.any_failed() {
+                return Err(fleet.given_up(
+                    &release,
+                    "before_switch",
+                    "a before_switch hook failed on a host; no host was switched",
+                ));
+            }
+            let finished = fleet.each(|slot| slot.host()?.finish(&release));
+            for (slot, finished) in fleet.slots.iter_mut().zip(finished) {
+                let Some(finished) = finished else { continue };
+                slot.report.files = Some(finished.stats);
+                slot.report.assets = Some(finished.assets);
+                super::set(slot, progress, HostState::Staged);
+            }
+            if fleet.any_failed() {
+                return Err(fleet.given_up(
+                    &release,
+                    "finish",
+                    "completing the release failed on a host; no host was switched",
+                ));
+            }
         }
         if job.dry_run {
             for slot in &mut fleet.slots {
@@ -124,10 +155,21 @@ impl Fleet<'_> {
             if hosts == 1 { "" } else { "s" }
         ));
         if let Err(not) = fleet.switch_everywhere(&release, false, HostState::Deployed) {
+            let new = |_, slot: &super::Slot| Some((release.clone(), slot.opened.current.clone()));
+            fleet.run_phase(HookPhase::OnFailure, new, Some(not.step), OnError::Warn);
             return Err(fleet.failure(not.summary, not.state));
         }
         for slot in &mut fleet.slots {
             slot.staged = None;
+        }
+        // The release passed its checks and stands, whatever these hooks do.
+        let live = |_, slot: &super::Slot| Some((release.clone(), slot.report.previous.clone()));
+        fleet.run_phase(HookPhase::AfterSwitch, live, None, OnError::Fail);
+        if fleet.any_failed() {
+            let state = format!("{release} is live and stays so; nothing was cleaned up");
+            let mut error = fleet.failure("an after_switch hook failed on a host", state);
+            error.next = Some(super::switch::HOOK_BY_HAND.into());
+            return Err(error);
         }
 
         // Only now, with every check passed: a deploy switched back keeps every release.
@@ -172,6 +214,15 @@ impl Fleet<'_> {
             id = base.with_suffix(n);
         }
         None
+    }
+
+    /// A deploy that started and stops before any switch: `on_failure` hooks on every
+    /// host (before its lock goes), the staged release dropped everywhere.
+    fn given_up(mut self, release: &ReleaseId, step: &str, summary: &str) -> FleetError {
+        let about = |_, slot: &super::Slot| Some((release.clone(), slot.opened.current.clone()));
+        self.run_phase(HookPhase::OnFailure, about, Some(step), OnError::Warn);
+        self.abort_all();
+        self.unchanged(summary.to_string())
     }
 
     /// Hosts that staged drop the release; the others never had it.

@@ -2,6 +2,7 @@
 //! with `--to` is a fleet of one `LocalHost`.
 
 mod deploy;
+mod hooks;
 mod switch;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct ReadOutcome<T> {
 
 struct Slot {
     host: Option<Box<dyn Host>>,
+    /// The host's `roles`, for hooks with `once` or `roles`.
+    roles: Vec<String>,
     report: HostReport,
     opened: Opened,
     /// Staged in this deploy and not switched to yet.
@@ -54,6 +57,7 @@ impl Slot {
 
 pub struct Fleet<'p> {
     slots: Vec<Slot>,
+    hooks: crate::HookSet,
     pool: rayon::ThreadPool,
     progress: &'p dyn Progress,
 }
@@ -77,6 +81,7 @@ impl<'p> Fleet<'p> {
             .iter()
             .map(|plan| Slot {
                 host: None,
+                roles: plan.roles.clone(),
                 report: HostReport {
                     host: plan.name.clone(),
                     deploy_path: plan.path.display().to_string(),
@@ -125,9 +130,16 @@ impl<'p> Fleet<'p> {
         });
         Ok(Fleet {
             slots,
+            hooks: crate::HookSet::default(),
             pool,
             progress,
         })
+    }
+
+    /// The hooks deploys, switches and rollbacks run.
+    pub fn with_hooks(mut self, hooks: crate::HookSet) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -280,6 +292,7 @@ impl<'p> Fleet<'p> {
             kind,
             summary: summary.into(),
             state,
+            next: None,
             hosts,
         }
     }

@@ -7,8 +7,15 @@ use cutover_core::ReleaseId;
 use cutover_protocol::SwitchRequest;
 use rayon::prelude::*;
 
+use cutover_core::hooks::HookPhase;
+
+use super::hooks::OnError;
 use super::{fail, set, Fleet, Slot};
 use crate::{FleetError, HostError, HostReport, HostState};
+
+/// After a hook of a switch that stands failed: not a reason to switch again.
+pub(super) const HOOK_BY_HAND: &str =
+    "fix the hook and run it by hand on the hosts named above; running the command again would switch again";
 
 /// What `switch` and `rollback` did on every host.
 pub struct SwitchOutcome {
@@ -20,6 +27,8 @@ pub struct SwitchOutcome {
 
 /// Why a switch did not stand, and what it left.
 pub(super) struct NotSwitched {
+    /// For `on_failure` hooks: `switch`, `check` (refresh or health) or `commit`.
+    pub step: &'static str,
     pub summary: &'static str,
     pub state: String,
 }
@@ -60,6 +69,19 @@ impl Fleet<'_> {
             if let Err(not) = fleet.switch_everywhere(&release, rollback, done) {
                 return Err(fleet.failure(not.summary, not.state));
             }
+            if rollback {
+                let back = |_: usize, slot: &Slot| {
+                    let moved = slot.report.unchanged == Some(false);
+                    moved.then(|| (release.clone(), slot.report.previous.clone()))
+                };
+                fleet.run_phase(HookPhase::AfterRollback, back, None, OnError::Fail);
+                if fleet.any_failed() {
+                    let state = format!("{release} is live and stays so");
+                    let mut error = fleet.failure("an after_rollback hook failed on a host", state);
+                    error.next = Some(HOOK_BY_HAND.into());
+                    return Err(error);
+                }
+            }
         }
         let switch_skew_us = fleet.skew();
         Ok(SwitchOutcome {
@@ -77,6 +99,7 @@ impl Fleet<'_> {
                 kind: crate::HostErrorKind::Failed,
                 summary: not.summary.to_string(),
                 state: not.state,
+                next: None,
                 hosts: self.slots.iter().map(|s| s.report.clone()).collect(),
             })
     }
@@ -146,8 +169,9 @@ impl Fleet<'_> {
         let renamed = Instant::now();
         tracing::info!(%release, skew_us = ?self.skew(), "switched every host (tentative)");
         if self.any_failed() {
-            self.roll_back_all();
+            self.roll_back_all(release);
             return Err(self.not_switched(
+                "switch",
                 "the switch failed on a host; every host that switched was switched back",
             ));
         }
@@ -163,8 +187,8 @@ impl Fleet<'_> {
             }
         }
         if self.any_failed() {
-            self.roll_back_all();
-            return Err(self.not_switched("the refresh or health check failed on a host; every host was switched back to its previous release"));
+            self.roll_back_all(release);
+            return Err(self.not_switched("check", "the refresh or health check failed on a host; every host was switched back to its previous release"));
         }
         self.broadcast(
             |slot| slot.switched.then_some(()),
@@ -172,8 +196,8 @@ impl Fleet<'_> {
             |slot| slot.host()?.committed(),
         );
         if self.any_failed() {
-            self.roll_back_all();
-            return Err(self.not_switched("a host was lost before the commit and went back by itself; every host was switched back"));
+            self.roll_back_all(release);
+            return Err(self.not_switched("commit", "a host was lost before the commit and went back by itself; every host was switched back"));
         }
         for slot in &mut self.slots {
             slot.opened.current = Some(release.clone());
@@ -182,7 +206,7 @@ impl Fleet<'_> {
         Ok(renamed)
     }
 
-    fn not_switched(&self, summary: &'static str) -> NotSwitched {
+    fn not_switched(&self, step: &'static str, summary: &'static str) -> NotSwitched {
         let back: Vec<String> = self
             .slots
             .iter()
@@ -198,7 +222,11 @@ impl Fleet<'_> {
             Some(_) => "every host is on the release it had before".into(),
             None => "there was no earlier release to go back to".into(),
         };
-        NotSwitched { summary, state }
+        NotSwitched {
+            step,
+            summary,
+            state,
+        }
     }
 
     /// Switches the hosts `request` returns a request for.
@@ -258,8 +286,9 @@ impl Fleet<'_> {
             .collect()
     }
 
-    /// Every host that switched goes back to the release it had, and refreshes for it.
-    fn roll_back_all(&mut self) {
+    /// Every host that switched away from `from` goes back to the release it had, and
+    /// refreshes for it; then its `after_rollback` hooks run.
+    fn roll_back_all(&mut self, from: &ReleaseId) {
         let targets: Vec<Option<ReleaseId>> = self
             .slots
             .iter()
@@ -285,6 +314,8 @@ impl Fleet<'_> {
                     }
                 })
         });
+        let went_back = |at: usize, _: &Slot| Some((targets[at].clone()?, Some(from.clone())));
+        self.run_phase(HookPhase::AfterRollback, went_back, None, OnError::Warn);
     }
 
     /// Going back: not tentative, and a host that failed is still sent back.

@@ -9,11 +9,14 @@ use cutover_core::assets::AssetOptions;
 use cutover_core::cleanup::CleanupReport;
 use cutover_core::deploy::{self, DeployOptions, Fill, SourceFill, StageJob};
 use cutover_core::history::{EventKind, Source};
+use cutover_core::hooks::{HookEnv, HookPhase};
 use cutover_core::listing::ReleaseList;
 use cutover_core::stage::{Observer, StageStats};
 use cutover_core::{DeployLock, DeployPath, Mode, ReleaseId};
 use cutover_php::{PoolStatus, ResetReport};
-use cutover_protocol::{Access, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched};
+use cutover_protocol::{
+    Access, Finished, HooksRequest, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched,
+};
 use cutover_refresh::{PoolSpec, RefreshReport, Refresher};
 
 use super::{Host, StageOrder};
@@ -44,6 +47,8 @@ struct Session {
     debris: Vec<String>,
     /// Staged in this session and not current: removed when the session ends.
     pending: Vec<ReleaseId>,
+    /// Started in this session and not finished yet.
+    filling: Vec<Filling>,
     /// Staged in this session, with what from: its assets were carried while staging, and
     /// a commit to it is a deploy.
     fresh: Vec<(ReleaseId, Source)>,
@@ -51,6 +56,15 @@ struct Session {
     revert: Option<ReleaseId>,
     /// The release a commit makes final.
     switched_to: Option<ReleaseId>,
+}
+
+/// A release between `Stage` and `Finish`: what finishing it needs.
+struct Filling {
+    release: ReleaseId,
+    previous: Option<ReleaseId>,
+    opts: DeployOptions,
+    source: Source,
+    started: deploy::Started,
 }
 
 impl Session {
@@ -175,8 +189,11 @@ impl LocalHost {
             Access::DryRun => None,
         };
         let current = deploy.current_release()?;
+        // A read-only session sees what a dead deploy left unfinished; it is no release.
         let releases = if deploy.exists() {
-            deploy.releases()?
+            let mut releases = deploy.releases()?;
+            releases.retain(|id| !deploy.is_unfinished(id));
+            releases
         } else {
             Vec::new()
         };
@@ -192,6 +209,7 @@ impl LocalHost {
             created,
             debris,
             pending: Vec::new(),
+            filling: Vec::new(),
             fresh: Vec::new(),
             revert: None,
             switched_to: None,
@@ -250,14 +268,14 @@ impl LocalHost {
         let (release, previous) = self.begin(order.release, opts)?;
         let staged =
             self.stage_prepared(order, opts, &release, previous.as_ref(), fill, observer)?;
-        self.record_staged(&release, order.source)?;
         Ok(Staged {
             stage_ms: started.elapsed().as_millis() as u64,
             ..staged
         })
     }
 
-    /// Stages `release` after `previous`, as `begin` named them.
+    /// Starts `release` after `previous`, as `begin` named them: filled and built at its
+    /// final path, unfinished until `finish`.
     pub fn stage_prepared(
         &mut self,
         order: &StageOrder<'_>,
@@ -267,7 +285,7 @@ impl LocalHost {
         fill: &mut dyn Fill,
         observer: &dyn Observer,
     ) -> Result<Staged, HostError> {
-        let session = self.session()?;
+        let session = self.session_mut()?;
         let deploy = &session.deploy;
         let job = StageJob {
             release,
@@ -276,17 +294,99 @@ impl LocalHost {
             source: order.source,
         };
         let previous_dir = previous.map(|id| deploy.release(id));
-        let (stats, assets) =
-            deploy::stage_and_commit(deploy, &job, previous_dir.as_deref(), fill, observer)?;
+        let started = deploy::start_release(deploy, &job, previous_dir.as_deref(), fill, observer)?;
+        let stats = started.stats();
+        session.pending.push(release.clone());
+        session.filling.push(Filling {
+            release: release.clone(),
+            previous: previous.cloned(),
+            opts: opts.clone(),
+            source: order.source.clone(),
+            started,
+        });
         Ok(Staged {
             release: release.clone(),
             previous: previous.cloned(),
             stats,
-            assets,
+            assets: Default::default(),
             stage_ms: 0,
             files_sent: 0,
             bytes_sent: 0,
         })
+    }
+
+    /// Completes a release this session started; from now on a switch may take it.
+    pub fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError> {
+        let session = self.session_mut()?;
+        let at = session
+            .filling
+            .iter()
+            .position(|f| f.release == *release)
+            .ok_or_else(|| not_started(release))?;
+        let filling = session.filling.remove(at);
+        let job = StageJob {
+            release,
+            previous: filling.previous.as_ref(),
+            opts: &filling.opts,
+            source: &filling.source,
+        };
+        let previous_dir = filling
+            .previous
+            .as_ref()
+            .map(|id| session.deploy.release(id));
+        let (stats, assets) = deploy::finish_release(
+            &session.deploy,
+            &job,
+            previous_dir.as_deref(),
+            filling.started,
+        )?;
+        session.fresh.push((release.clone(), filling.source));
+        Ok(Finished { stats, assets })
+    }
+
+    /// Runs one phase's commands in the directory the phase names (`HookPhase`).
+    pub fn run_hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+        request
+            .validate()
+            .map_err(|(message, hint)| HostError::usage(message, hint))?;
+        let observer = Arc::clone(&self.observer);
+        let session = self.session()?;
+        let (deploy, _) = session.changing()?;
+        let release_dir = deploy.release(&request.release);
+        let dir = match request.phase {
+            HookPhase::BeforeSwitch => {
+                if !session.filling.iter().any(|f| f.release == request.release) {
+                    return Err(not_started(&request.release));
+                }
+                release_dir
+            }
+            HookPhase::AfterSwitch | HookPhase::AfterRollback => {
+                deploy.require_release(&request.release)?;
+                release_dir
+            }
+            // The release still served, where `php artisan up` and the like belong.
+            HookPhase::OnFailure => match deploy.current_release()? {
+                Some(current) => deploy.release(&current),
+                None => deploy.root().to_path_buf(),
+            },
+        };
+        let mut env = HookEnv::new(
+            deploy,
+            &request.release,
+            request.previous.as_ref(),
+            &session.host,
+        );
+        if let Some(step) = &request.failed_step {
+            env = env.with("CUTOVER_FAILED_STEP", step.clone());
+        }
+        cutover_core::hooks::run(
+            request.phase,
+            &request.commands,
+            &dir,
+            &env,
+            observer.as_ref(),
+        )?;
+        Ok(())
     }
 
     /// Before any file of a stage: the shared files exist (their directories are made),
@@ -313,14 +413,6 @@ impl LocalHost {
         )?)
     }
 
-    /// A stage succeeded: what the session takes back if it ends before a switch.
-    pub fn record_staged(&mut self, release: &ReleaseId, source: &Source) -> Result<(), HostError> {
-        let session = self.session_mut()?;
-        session.pending.push(release.clone());
-        session.fresh.push((release.clone(), source.clone()));
-        Ok(())
-    }
-
     /// The options cutover-core's staging takes, from what the pipeline sends and what
     /// this session was opened with.
     pub fn stage_options(
@@ -333,7 +425,7 @@ impl LocalHost {
             shared_dirs: spec.shared_dirs.clone(),
             shared_files: spec.shared_files.clone(),
             build: spec.build.clone(),
-            before_switch: spec.before_switch.clone(),
+            hooks_follow: spec.hooks_follow,
             release_file: spec.release_file.clone(),
             assets: session.assets.clone(),
             hook_timeout: Some(Duration::from_millis(spec.hook_timeout_ms)),
@@ -471,6 +563,14 @@ impl Host for LocalHost {
         self.stage_tree(order, tree)
     }
 
+    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+        self.run_hooks(request)
+    }
+
+    fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError> {
+        LocalHost::finish(self, release)
+    }
+
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError> {
         self.switched = Some(self.switch(request));
         Ok(())
@@ -545,6 +645,13 @@ fn missing(deploy: &DeployPath) -> HostError {
     HostError::usage(
         format!("{} does not exist", deploy.root().display()),
         "check the deploy path; `cutover deploy` creates it on its first run",
+    )
+}
+
+fn not_started(release: &ReleaseId) -> HostError {
+    HostError::usage(
+        format!("release `{release}` was not started in this session"),
+        "this is a bug in the deploying cutover",
     )
 }
 

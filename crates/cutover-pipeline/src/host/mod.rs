@@ -10,7 +10,9 @@ use cutover_core::cleanup::CleanupReport;
 use cutover_core::listing::ReleaseList;
 use cutover_core::ReleaseId;
 use cutover_php::{PoolStatus, ResetReport};
-use cutover_protocol::{OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched};
+use cutover_protocol::{
+    Finished, HooksRequest, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched,
+};
 use cutover_refresh::{PoolSpec, RefreshReport};
 
 use crate::{HostError, SourceTree};
@@ -28,8 +30,13 @@ pub trait Host: Send {
     /// Whether `stage` sends the tree's manifest (prepared once for all hosts first).
     fn wants_manifest(&self) -> bool;
     fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError>;
-    /// Stages `tree` as `order.release`, not yet current (with `dry_run`: only counts).
+    /// Starts `tree` as `order.release` at its final path, unfinished (with `dry_run`:
+    /// only counts).
     fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError>;
+    /// Runs one hook phase's commands for this host.
+    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError>;
+    /// Completes a started release: from now on it can be switched to.
+    fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError>;
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError>;
     fn switched(&mut self) -> Result<Switched, HostError>;
     /// `None` when the host has nothing to do after a switch.

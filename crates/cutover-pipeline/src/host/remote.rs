@@ -9,8 +9,8 @@ use cutover_core::manifest::{EntryKind, Manifest};
 use cutover_core::ReleaseId;
 use cutover_php::{PoolStatus, ResetReport};
 use cutover_protocol::{
-    ContentWriter, OpenRequest, Opened, ProtocolError, Reply, Request, StageRequest, Staged,
-    SwitchRequest, Switched,
+    ContentWriter, Finished, HooksRequest, OpenRequest, Opened, ProtocolError, Reply, Request,
+    StageRequest, Staged, SwitchRequest, Switched,
 };
 use cutover_refresh::{PoolSpec, RefreshReport};
 
@@ -191,6 +191,23 @@ impl Host for RemoteHost {
         match self.agent()?.reply()? {
             Reply::Committed => Ok(()),
             other => Err(self.unexpected("committed", &other)),
+        }
+    }
+
+    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+        match self.call(&Request::Hooks(Box::new(request.clone())))? {
+            Reply::HooksRan => Ok(()),
+            other => Err(self.unexpected("hooks_ran", &other)),
+        }
+    }
+
+    fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError> {
+        let request = Request::Finish {
+            release: release.clone(),
+        };
+        match self.call(&request)? {
+            Reply::Finished(finished) => Ok(finished),
+            other => Err(self.unexpected("finished", &other)),
         }
     }
 

@@ -12,8 +12,9 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let access = settings::access(&args.change, true);
     let parallel = settings::parallel(args.parallel);
     let observer = hosts::stage_observer(printer);
+    let hooks = settings::hook_set(&config);
     let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
-        fleet.deploy(&job)
+        fleet.with_hooks(hooks).deploy(&job)
     })?;
     report(&outcome, &job.source, printer);
     Ok(())

@@ -32,8 +32,11 @@ pub fn activate(
     let access = settings::access(change, false);
     let parallel = settings::parallel(None);
     let observer = hosts::quiet_observer();
+    let hooks = settings::hook_set(&config);
     let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
-        fleet.activate(release, rollback, change.dry_run)
+        fleet
+            .with_hooks(hooks)
+            .activate(release, rollback, change.dry_run)
     })?;
     let reports = &outcome.hosts;
     hosts::warn_each(printer, reports);

@@ -422,13 +422,14 @@ pub fn ino(path: &Path) -> u64 {
         .ino()
 }
 
-/// `.cutover/staging-*` left in a deploy path.
-pub fn staging_dirs(deploy: &Path) -> Vec<String> {
+/// Unfinished releases (`.cutover/unfinished-*`, and `staging-*` of older versions) left
+/// in a deploy path.
+pub fn unfinished_left(deploy: &Path) -> Vec<String> {
     std::fs::read_dir(deploy.join(".cutover"))
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("staging"))
+                .filter(|n| n.starts_with("staging") || n.starts_with("unfinished-"))
                 .collect()
         })
         .unwrap_or_default()
