@@ -136,12 +136,10 @@ impl Error {
             | Error::NonUtf8Path(_)
             | Error::ReleaseFileIsDirectory(_)
             | Error::WritableLinkOutside { .. } => ErrorKind::Usage,
-            Error::Writable { problem, .. } => match problem {
-                WritableProblem::UnknownUser | WritableProblem::NotInsideRelease => {
-                    ErrorKind::Usage
-                }
-                _ => ErrorKind::Failed,
-            },
+            Error::Writable {
+                problem: WritableProblem::UnknownUser | WritableProblem::NotInsideRelease,
+                ..
+            } => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
     }
