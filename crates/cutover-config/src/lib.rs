@@ -136,7 +136,34 @@ pub struct DeploySettings {
     /// How many earlier releases' assets stay reachable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_asset_releases: Option<usize>,
+    /// Paths relative to the release made writable for the pool's user after staging
+    /// (created when missing; a `[shared]` dir is made writable in `shared/`).
+    pub writable: Vec<String>,
+    /// How `writable` paths are made writable (default `acl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writable_mode: Option<WritableMode>,
+    /// Who must be able to write there; default the pool's user when cutover can ask the
+    /// pool ([php] fpm), else `www-data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writable_user: Option<String>,
 }
+
+/// How `[deploy] writable` paths are made writable for the pool's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WritableMode {
+    /// `setfacl`: the user and the deploying user get `rwX`, with default ACLs on
+    /// directories so what the pool creates later stays writable (package `acl`).
+    Acl,
+    /// Group and others get write: anyone on the machine can write there.
+    Chmod,
+    /// The user owns everything below the path; cutover must run as root.
+    Chown,
+}
+
+/// The user `[deploy] writable` is for when `writable_user` is not set and the pool cannot
+/// be asked: Debian's and Ubuntu's php-fpm user.
+pub const DEFAULT_WRITABLE_USER: &str = "www-data";
 
 /// `[shared]`: what persists across releases, linked into each one from `shared/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +262,18 @@ pub fn is_host_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The rule for `[deploy] writable_user`: a user name as `useradd` takes it, which can
+/// never be read as an option or as part of an ACL entry (the same rule as
+/// `cutover_core::writable::is_user_name`, which this crate does not depend on).
+pub fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'))
 }
 
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative

@@ -75,6 +75,23 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
             return Err(Problem::new(at, None, message, None));
         }
     }
+    for (index, path) in deploy.writable.iter().enumerate() {
+        inside_release(path).map_err(|(message, hint)| {
+            Problem::new(&["deploy", "writable"], Some(index), message, hint)
+        })?;
+    }
+    if let Some(user) = &deploy.writable_user {
+        if !crate::is_user_name(user) {
+            let message = format!("`{user}` is not a user name");
+            let hint = "name the user php-fpm runs the pool as (`user =` in its pool config), e.g. `www-data`";
+            return Err(Problem::new(
+                &["deploy", "writable_user"],
+                None,
+                message,
+                Some(hint.to_owned()),
+            ));
+        }
+    }
     shared(config)?;
     hosts(config)?;
     if let Some(text) = &config.hooks.timeout {

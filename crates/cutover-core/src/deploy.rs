@@ -33,6 +33,10 @@ pub struct DeployOptions {
     pub hook_timeout: Option<std::time::Duration>,
     /// The host's name, for commands (`CUTOVER_HOST`).
     pub host: String,
+    /// Paths made writable for `writable_user` once the hooks ran.
+    pub writable: Vec<String>,
+    pub writable_mode: crate::writable::WritableMode,
+    pub writable_user: String,
 }
 
 impl DeployOptions {
@@ -53,6 +57,9 @@ impl DeployOptions {
             assets: crate::assets::AssetOptions::default(),
             hook_timeout: None,
             host: "local".to_string(),
+            writable: Vec::new(),
+            writable_mode: crate::writable::WritableMode::default(),
+            writable_user: crate::writable::DEFAULT_USER.to_string(),
         }
     }
 }
@@ -199,6 +206,17 @@ pub fn finish_release(
             }
             stats = stage::link_unchanged(&dir, previous, &skip)?;
         }
+    }
+    // After the links: a file shared with the previous release is split off before its
+    // mode or ACL changes, and no later step links it back.
+    if !opts.writable.is_empty() {
+        crate::writable::apply(
+            &dir,
+            deploy,
+            &opts.writable,
+            opts.writable_mode,
+            &opts.writable_user,
+        )?;
     }
     // Last: commands and the quick check see only the release's own files.
     let mut assets = CarryReport::default();

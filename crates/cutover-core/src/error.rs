@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use crate::lock::LockHolder;
+use crate::writable::{WritableMode, WritableProblem};
 
 /// Whether an error came from what the user asked for (exit 2) or from doing it (exit 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,20 @@ pub enum Error {
         deploy_path: PathBuf,
         source_dir: PathBuf,
     },
+    #[error("cannot make {path} writable for `{user}` ({mode} mode): {problem}")]
+    Writable {
+        path: PathBuf,
+        mode: crate::writable::WritableMode,
+        user: String,
+        #[source]
+        problem: crate::writable::WritableProblem,
+    },
+    #[error("writable path `{path}`: the symlink {link} leads out of the release and shared/ (to {target})")]
+    WritableLinkOutside {
+        path: String,
+        link: PathBuf,
+        target: PathBuf,
+    },
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -119,7 +134,12 @@ impl Error {
             | Error::SymlinkOutside { .. }
             | Error::UnsupportedFileType(_)
             | Error::NonUtf8Path(_)
-            | Error::ReleaseFileIsDirectory(_) => ErrorKind::Usage,
+            | Error::ReleaseFileIsDirectory(_)
+            | Error::WritableLinkOutside { .. } => ErrorKind::Usage,
+            Error::Writable {
+                problem: WritableProblem::UnknownUser | WritableProblem::NotInsideRelease,
+                ..
+            } => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
     }
@@ -186,8 +206,36 @@ impl Error {
             Error::ReleaseFileIsDirectory(_) => {
                 "name a file that is not in the app for [deploy] release_file (default RELEASE)".into()
             }
+            Error::Writable { mode, user, problem, .. } => writable_hint(*mode, user, problem),
+            Error::WritableLinkOutside { .. } => {
+                "a writable path may lead only into the release or into shared/ (a [shared] dir); remove the link, or list its directory in [shared] dirs".into()
+            }
             _ => return None,
         })
+    }
+}
+
+fn writable_hint(mode: WritableMode, user: &str, problem: &WritableProblem) -> String {
+    match problem {
+        WritableProblem::NoSetfacl => {
+            "install the `acl` package (Debian/Ubuntu: `apt-get install acl`), or set [deploy] writable_mode = \"chmod\"".into()
+        }
+        WritableProblem::UnknownUser => format!(
+            "create the user `{user}`, or set [deploy] writable_user to the user the php-fpm pool runs as (`user =` in its pool config)"
+        ),
+        WritableProblem::NotInsideRelease => "name a relative path without `..`, e.g. `storage`".into(),
+        WritableProblem::NotPermitted { .. } if mode == WritableMode::Chown => {
+            "chown needs root: run cutover as root, or use writable_mode = \"acl\"".into()
+        }
+        WritableProblem::NotPermitted { .. } => {
+            "only a file's owner or root may change its permissions: deploy as the user owning the deploy path, or as root".into()
+        }
+        WritableProblem::SetfaclFailed(detail) if detail.contains("Operation not supported") => {
+            "the file system does not support ACLs (mount it with `acl`), or set [deploy] writable_mode = \"chmod\"".into()
+        }
+        WritableProblem::SetfaclFailed(_) | WritableProblem::System { .. } => {
+            format!("nothing was switched; fix the cause, or change [deploy] writable_mode (now `{mode}`)")
+        }
     }
 }
 

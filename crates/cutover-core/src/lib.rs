@@ -20,6 +20,7 @@ pub mod swap;
 pub mod switch;
 mod trash;
 pub mod tree;
+pub mod writable;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -622,6 +622,7 @@ mod tests {
                     opcache: None,
                     opcache_error: None,
                     realpath_cache_used: 0,
+                    user: None,
                 },
                 script_path: "/srv/app/.cutover/php/cutover-status-x.php".into(),
             }),

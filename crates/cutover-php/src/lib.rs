@@ -110,6 +110,11 @@ pub struct PoolStatus {
     /// Why `opcache` is missing: not loaded, or the API is restricted.
     pub opcache_error: Option<String>,
     pub realpath_cache_used: u64,
+    /// The user the workers run as (their effective uid's name), the default for
+    /// `[deploy] writable_user`; `None` without PHP's posix extension (or from an older
+    /// script).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -68,6 +68,15 @@ fn status_reports_opcache_and_ini_as_the_pool_sees_them() {
         status.pid
     );
     assert!(status.ini.contains_key("realpath_cache_ttl"));
+    // The workers' user, as the teststack runs them: nobody under root, else the invoking
+    // user.
+    let uid = setup.fpm.probe().unwrap().uid;
+    let expected = user_name(uid);
+    assert_eq!(
+        status.user.as_deref(),
+        Some(expected.as_str()),
+        "{status:?}"
+    );
     // The script is removed after the request.
     let left: Vec<_> = std::fs::read_dir(setup.dir.path().join(".cutover/php"))
         .unwrap()
@@ -180,4 +189,15 @@ fn a_missing_socket_is_a_connect_error_with_a_hint() {
     let err = pool.status().unwrap_err();
     assert!(err.to_string().contains("no.sock"), "{err}");
     assert!(err.hint().is_some());
+}
+
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields[0].to_string())
+        })
+        .unwrap()
 }

@@ -28,6 +28,7 @@ use cutover_core::hooks::{HookCommand, HookPhase};
 use cutover_core::listing::ReleaseList;
 use cutover_core::manifest::{Delta, Manifest};
 use cutover_core::stage::StageStats;
+use cutover_core::writable::WritableMode;
 use cutover_core::ReleaseId;
 use cutover_php::{PoolStatus, ResetReport};
 use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec};
@@ -128,6 +129,15 @@ pub struct StageSpec {
     pub release_file: String,
     /// How long one build or hook command may run.
     pub hook_timeout_ms: u64,
+    /// `[deploy] writable`: paths made writable for the pool's user after staging. Defaults
+    /// so frames from a build without them still parse.
+    #[serde(default)]
+    pub writable: Vec<String>,
+    #[serde(default)]
+    pub writable_mode: WritableMode,
+    /// `None`: the pool's user when the host can ask its pool, else `www-data`.
+    #[serde(default)]
+    pub writable_user: Option<String>,
 }
 
 impl StageSpec {
@@ -144,7 +154,8 @@ impl StageSpec {
             .chain(std::iter::once((
                 "[deploy] release_file",
                 &self.release_file,
-            )));
+            )))
+            .chain(self.writable.iter().map(|p| ("[deploy] writable", p)));
         for (key, path) in paths {
             let trimmed = path.trim_end_matches('/');
             let bad = trimmed.is_empty()
@@ -156,6 +167,14 @@ impl StageSpec {
                 return Err((
                     format!("{key} `{path}` is not a path inside the release"),
                     "name a relative path without `..`, e.g. `storage`",
+                ));
+            }
+        }
+        if let Some(user) = &self.writable_user {
+            if !cutover_core::writable::is_user_name(user) {
+                return Err((
+                    format!("[deploy] writable_user `{user}` is not a user name"),
+                    "name the user the php-fpm pool runs as, e.g. `www-data`",
                 ));
             }
         }
@@ -471,6 +490,41 @@ mod tests {
             request("true", 1000, HookPhase::OnFailure, Some("a\nb")),
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stage_spec_without_writable_settings_parses_and_writable_paths_are_checked() {
+        let old = r#"{"shared_dirs":["storage"],"shared_files":[],"build":[],"release_file":"RELEASE","hook_timeout_ms":1000}"#;
+        let spec: StageSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.writable.is_empty() && spec.writable_user.is_none());
+        assert_eq!(spec.writable_mode, WritableMode::Acl);
+        assert!(spec.validate().is_ok());
+
+        let with = r#"{"shared_dirs":[],"shared_files":[],"build":[],"release_file":"RELEASE","hook_timeout_ms":1000,"writable":["storage","bootstrap/cache"],"writable_mode":"chown","writable_user":"www-data"}"#;
+        let spec: StageSpec = serde_json::from_str(with).unwrap();
+        assert_eq!(spec.writable_mode, WritableMode::Chown);
+        assert!(spec.validate().is_ok());
+        let bad_mode = with.replace("\"chown\"", "\"sudo\"");
+        assert!(serde_json::from_str::<StageSpec>(&bad_mode).is_err());
+
+        for bad in ["../../etc", "/etc", "storage/../..", "", "./storage"] {
+            let spec = StageSpec {
+                release_file: "RELEASE".into(),
+                writable: vec![bad.into()],
+                ..StageSpec::default()
+            };
+            let (message, _) = spec.validate().unwrap_err();
+            assert!(message.contains("[deploy] writable"), "{bad}: {message}");
+        }
+        for bad in ["-R", "u:root:rwx", "a b", ""] {
+            let spec = StageSpec {
+                release_file: "RELEASE".into(),
+                writable_user: Some(bad.into()),
+                ..StageSpec::default()
+            };
+            let (message, _) = spec.validate().unwrap_err();
+            assert!(message.contains("writable_user"), "{bad}: {message}");
         }
     }
 

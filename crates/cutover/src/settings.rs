@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use cutover_config::Config;
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
+use cutover_core::writable::WritableMode;
 use cutover_core::{DeployPath, ReleaseId};
 use cutover_pipeline::{
     DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree, SshTarget, Transport,
@@ -230,6 +231,25 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
                 .clone()
                 .unwrap_or_else(|| DeployOptions::DEFAULT_RELEASE_FILE.to_string()),
             hook_timeout_ms: config.hooks.timeout().as_millis() as u64,
+            // In the normal form StageSpec::validate holds a remote host's spec to:
+            // cutover.toml accepts `./storage/`.
+            writable: config
+                .deploy
+                .writable
+                .iter()
+                .map(|path| {
+                    path.split('/')
+                        .filter(|part| !part.is_empty() && *part != ".")
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .collect(),
+            writable_mode: match config.deploy.writable_mode {
+                None | Some(cutover_config::WritableMode::Acl) => WritableMode::Acl,
+                Some(cutover_config::WritableMode::Chmod) => WritableMode::Chmod,
+                Some(cutover_config::WritableMode::Chown) => WritableMode::Chown,
+            },
+            writable_user: config.deploy.writable_user.clone(),
         },
         source: git,
         keep: keep_releases(args.keep, config),

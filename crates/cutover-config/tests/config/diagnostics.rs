@@ -73,7 +73,7 @@ fn unknown_key_far_from_any_lists_the_valid_ones() {
     assert_eq!(hint.unwrap(), "valid keys in [shared]: dirs, files");
     assert_eq!(
         hint_of("[deploy]\nbranch = \"main\"\n"),
-        "valid keys in [deploy]: path, source, keep_releases, exclude, release_file, asset_dirs, keep_asset_releases"
+        "valid keys in [deploy]: path, source, keep_releases, exclude, release_file, asset_dirs, keep_asset_releases, writable, writable_mode, writable_user"
     );
 }
 
@@ -312,4 +312,33 @@ fn unknown_strategy_value_suggests_the_nearest() {
     );
     let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"apache-gracefull\"]\n");
     assert_eq!(hint.unwrap(), "did you mean `apache-graceful`?");
+}
+
+#[test]
+fn writable_settings_are_checked() {
+    let (line, column, message, hint) = diagnose("[deploy]\nwritable_mode = \"acls\"\n");
+    assert_eq!((line, column), (2, 17));
+    assert_eq!(message, "unknown value `acls` for `deploy.writable_mode`");
+    assert_eq!(hint.unwrap(), "did you mean `acl`?");
+    let (_, _, _, hint) = diagnose("[deploy]\nwritable_mode = \"sudo\"\n");
+    assert_eq!(hint.unwrap(), "valid values: acl, chmod, chown");
+
+    let (line, _, message, _) = diagnose("[deploy]\nwritable = [\"storage\", \"../logs\"]\n");
+    assert_eq!(line, 2);
+    assert_eq!(message, "`../logs` leaves the release with `..`");
+    let (_, _, message, hint) = diagnose("[deploy]\nwritable = [\"/var/www/storage\"]\n");
+    assert_eq!(message, "`/var/www/storage` is absolute");
+    assert_eq!(
+        hint.unwrap(),
+        "write it relative to the release root: `var/www/storage`"
+    );
+
+    let (line, column, message, hint) = diagnose("[deploy]\nwritable_user = \"www-data:rwx\"\n");
+    assert_eq!((line, column), (2, 17));
+    assert_eq!(message, "`www-data:rwx` is not a user name");
+    assert!(hint.unwrap().contains("pool config"));
+    for bad in ["", "-R", "a b"] {
+        let text = format!("[deploy]\nwritable_user = \"{bad}\"\n");
+        assert!(diagnose(&text).2.contains("is not a user name"), "{bad}");
+    }
 }

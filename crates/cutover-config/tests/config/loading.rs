@@ -1,10 +1,11 @@
 use std::path::{Path, PathBuf};
 
+use cutover_config::WritableMode;
 use cutover_config::{
     load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
     PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_APACHE_COMMAND,
     DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS, DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES,
-    DEFAULT_RELEASE_FILE, TEMPLATE,
+    DEFAULT_RELEASE_FILE, DEFAULT_WRITABLE_USER, TEMPLATE,
 };
 
 #[test]
@@ -42,6 +43,9 @@ fn template_shows_every_key() {
                 release_file,
                 asset_dirs,
                 keep_asset_releases,
+                writable,
+                writable_mode,
+                writable_user,
             },
         shared: SharedSettings { dirs, files },
         build: BuildSettings { run },
@@ -112,6 +116,9 @@ fn template_shows_every_key() {
     assert_eq!(release_file.as_deref(), Some(DEFAULT_RELEASE_FILE));
     assert_eq!(asset_dirs.unwrap(), DEFAULT_ASSET_DIRS.map(String::from));
     assert_eq!(keep_asset_releases, Some(DEFAULT_KEEP_ASSET_RELEASES));
+    assert!(!writable.is_empty());
+    assert_eq!(writable_mode, Some(WritableMode::Acl));
+    assert_eq!(writable_user.as_deref(), Some(DEFAULT_WRITABLE_USER));
     assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
 }
 

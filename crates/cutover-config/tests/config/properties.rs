@@ -129,6 +129,7 @@ fn config() -> impl Strategy<Value = Config> {
                 release_file,
                 asset_dirs: None,
                 keep_asset_releases: None,
+                ..DeploySettings::default()
             },
         );
     let host = (

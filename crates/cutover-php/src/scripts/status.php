@@ -39,6 +39,13 @@ if (!function_exists('opcache_get_status')) {
         ];
     }
 }
+// The user the workers run as, for [deploy] writable_user. Not get_current_user(): that is
+// the owner of this script file.
+$user = null;
+if (function_exists('posix_geteuid') && function_exists('posix_getpwuid')) {
+    $pw = posix_getpwuid(posix_geteuid());
+    $user = is_array($pw) ? $pw['name'] : null;
+}
 echo json_encode([
     'pid' => getmypid(),
     'php_version' => PHP_VERSION,
@@ -47,4 +54,5 @@ echo json_encode([
     'opcache' => $opcache,
     'opcache_error' => $error,
     'realpath_cache_used' => realpath_cache_size(),
+    'user' => $user,
 ]);

@@ -38,6 +38,8 @@ struct Session {
     deploy: DeployPath,
     lock: Option<DeployLock>,
     refresher: Option<Refresher>,
+    /// The php-fpm pool of `[php] fpm`, asked for its user when `writable_user` is unset.
+    pool: Option<PoolSpec>,
     assets: AssetOptions,
     /// The directories this session created, removed again if the session ends with no
     /// release in the deploy path (a refused first deploy leaves nothing behind).
@@ -205,6 +207,7 @@ impl LocalHost {
             deploy,
             lock,
             refresher,
+            pool: request.refresh.pool.clone(),
             assets: request.assets.clone(),
             created,
             debris,
@@ -430,8 +433,27 @@ impl LocalHost {
             assets: session.assets.clone(),
             hook_timeout: Some(Duration::from_millis(spec.hook_timeout_ms)),
             host: session.host.clone(),
+            writable: spec.writable.clone(),
+            writable_mode: spec.writable_mode,
+            writable_user: self.writable_user(spec)?,
             ..DeployOptions::new(source)
         })
+    }
+
+    /// `writable_user`, else the user this host's pool runs as, else www-data.
+    fn writable_user(&self, spec: &StageSpec) -> Result<String, HostError> {
+        if let Some(user) = &spec.writable_user {
+            return Ok(user.clone());
+        }
+        let session = self.session()?;
+        let pool_user = match (&session.pool, spec.writable.is_empty()) {
+            (Some(pool), false) => pool
+                .pool(&session.deploy)
+                .ok()
+                .and_then(|pool| pool.status().ok()?.user),
+            _ => None,
+        };
+        Ok(pool_user.unwrap_or_else(|| cutover_core::writable::DEFAULT_USER.to_string()))
     }
 
     pub fn switch(&mut self, request: &SwitchRequest) -> Result<Switched, HostError> {

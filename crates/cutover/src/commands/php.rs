@@ -237,8 +237,11 @@ fn warnings(status: &PoolStatus) -> Vec<String> {
 fn describe(status: &PoolStatus) -> String {
     let ini = |key: &str| status.ini_value(key).unwrap_or("?").to_string();
     let mut text = format!(
-        "php-fpm worker {} (PHP {}, {})\n",
-        status.pid, status.php_version, status.sapi
+        "php-fpm worker {} (PHP {}, {}, user {})\n",
+        status.pid,
+        status.php_version,
+        status.sapi,
+        status.user.as_deref().unwrap_or("unknown"),
     );
     match (&status.opcache, &status.opcache_error) {
         (Some(o), _) => text.push_str(&format!(
