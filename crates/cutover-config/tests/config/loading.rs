@@ -37,6 +37,8 @@ fn template_shows_every_key() {
             DeploySettings {
                 path,
                 source,
+                repository,
+                branch,
                 keep_releases,
                 exclude,
                 release_file,
@@ -105,6 +107,8 @@ fn template_shows_every_key() {
     assert_eq!(asset_dirs.unwrap(), DEFAULT_ASSET_DIRS.map(String::from));
     assert_eq!(keep_asset_releases, Some(DEFAULT_KEEP_ASSET_RELEASES));
     assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
+    assert_eq!(repository.as_deref(), Some("git@github.com:acme/shop.git"));
+    assert_eq!(branch.as_deref(), Some("main"));
 }
 
 #[test]
@@ -112,6 +116,24 @@ fn template_comments_fit_a_terminal() {
     for line in TEMPLATE.lines() {
         assert!(line.chars().count() <= 100, "too long: {line}");
     }
+}
+
+#[test]
+fn a_local_repository_path_is_relative_to_the_file_and_a_url_is_kept() {
+    let base = Path::new("/srv/app/cutover.toml");
+    let local = parse("[deploy]\nrepository = \"../shop.git\"\n", base).unwrap();
+    assert_eq!(
+        local.deploy.repository.as_deref(),
+        Some("/srv/app/../shop.git")
+    );
+    for url in ["git@github.com:acme/shop.git", "file:///srv/git/shop.git"] {
+        let config = parse(&format!("[deploy]\nrepository = \"{url}\"\n"), base).unwrap();
+        assert_eq!(config.deploy.repository.as_deref(), Some(url));
+    }
+    let err = parse("[deploy]\nbranch = \"--upload-pack=x\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
+    let err = parse("[deploy]\nrepository = \"-oProxyCommand=x\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
 }
 
 #[test]
