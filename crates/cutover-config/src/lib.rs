@@ -122,6 +122,13 @@ pub struct DeploySettings {
     /// The directory to deploy; relative paths are resolved against the config file's directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
+    /// A git repository to deploy from instead of `source`: anything `git clone` accepts
+    /// (URL, `host:path`, or a local path, relative to the config file's directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The ref deployed when `--ref` is not given (branch, tag or commit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// How many releases to keep on the target; at least 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_releases: Option<usize>,
@@ -276,6 +283,18 @@ pub fn is_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'))
 }
 
+/// Whether a `repository` is a path on this machine, by git's rule: no `scheme://`, and
+/// no `:` before the first `/` (`host:path` is ssh).
+pub fn is_local_repository(repository: &str) -> bool {
+    if repository.contains("://") {
+        return false;
+    }
+    match repository.find(':') {
+        None => true,
+        Some(colon) => repository[..colon].contains('/'),
+    }
+}
+
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative
 /// `deploy.path` / `deploy.source` are resolved against its directory.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
@@ -291,6 +310,12 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         .flatten()
     {
         *path = base.join(&*path);
+    }
+    if let Some(repository) = &mut config.deploy.repository {
+        let local = Path::new(repository.as_str());
+        if is_local_repository(repository) && local.is_relative() {
+            *repository = base.join(local).display().to_string();
+        }
     }
     config.origin = Some(origin.to_path_buf());
     Ok(config)

@@ -47,6 +47,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
             return Err(Problem::new(&["deploy", key], None, message, None));
         }
     }
+    git(config)?;
     if deploy.keep_releases == Some(0) {
         let message = "`deploy.keep_releases` must be at least 1".to_owned();
         let hint = format!("leave it out to keep {}", crate::DEFAULT_KEEP_RELEASES);
@@ -147,6 +148,44 @@ fn hooks(config: &Config) -> Result<(), Problem> {
                     Some(hint),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `repository` and `branch` go to git as arguments: nothing git could read as an option.
+fn git(config: &Config) -> Result<(), Problem> {
+    let deploy = &config.deploy;
+    if let Some(repository) = &deploy.repository {
+        let at = &["deploy", "repository"];
+        if repository.trim().is_empty() {
+            let message = "`deploy.repository` is empty".to_owned();
+            return Err(Problem::new(at, None, message, None));
+        }
+        if repository.starts_with('-') || repository.chars().any(char::is_control) {
+            let message = format!("`{repository}` is not a git repository URL or path");
+            let hint = "e.g. `git@github.com:acme/shop.git`, `https://…` or `/srv/git/shop.git`";
+            return Err(Problem::new(at, None, message, Some(hint.into())));
+        }
+    }
+    if let Some(branch) = &deploy.branch {
+        let bad = branch.is_empty()
+            || branch.starts_with('-')
+            || branch.contains("..")
+            || branch.ends_with('/')
+            || branch.ends_with(".lock")
+            || branch
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+        if bad {
+            let message = format!("`{branch}` is not a git ref name");
+            let hint = "a branch, tag or commit, e.g. `main` or `v1.4.2`";
+            return Err(Problem::new(
+                &["deploy", "branch"],
+                None,
+                message,
+                Some(hint.into()),
+            ));
         }
     }
     Ok(())

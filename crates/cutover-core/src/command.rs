@@ -199,35 +199,6 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Describes the source when it is a git work tree; `None` otherwise or without git.
-pub fn git_source(dir: &Path) -> crate::history::Source {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "--verify", "HEAD"]);
-    let mut source = crate::history::Source {
-        path: dir.display().to_string(),
-        ..Default::default()
-    };
-    if let Some(commit) = commit {
-        source.git_branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD");
-        source.git_dirty =
-            git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-        source.git_commit = Some(commit);
-    }
-    source
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

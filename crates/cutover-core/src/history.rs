@@ -17,17 +17,41 @@ pub enum EventKind {
     Removed,
 }
 
-/// Where a release came from.
+/// Where a release came from, and who asked for it. Every field but `path` is optional,
+/// so lines written by older versions (and by newer ones, with fields unknown here) parse.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Source {
+    /// The source directory, or the repository a commit was fetched from.
     pub path: String,
+    /// The repository URL (or path) the commit was fetched from, for `[deploy] repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
+    /// The ref as given (`--ref` or `[deploy] branch`), when a commit was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_branch: Option<String>,
+    /// The commit's author, `Name <email>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_author: Option<String>,
     /// The work tree had uncommitted changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub git_dirty: bool,
+    /// The first uncommitted changes, as `git status --short` shows them (`M app.php`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub git_changes: Vec<String>,
+    /// How many uncommitted changes there were in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub git_changes_count: usize,
+    /// Who deployed besides the OS user: the CI actor, or the git user of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployer: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -133,6 +157,22 @@ pub fn never_served(events: &[Event], release: &ReleaseId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_lines_of_older_versions() {
+        let old = r#"{"time":"2026-11-23T10:43:36Z","event":"staged","release":"r1","user":"deploy","host":"web1","source":{"path":"/app","git_commit":"4f1c","git_branch":"main","git_dirty":true}}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        let source = event.source.unwrap();
+        assert_eq!(source.git_commit.as_deref(), Some("4f1c"));
+        assert!(source.git_dirty);
+        assert_eq!(source.git_ref, None);
+        assert_eq!(source.deployer, None);
+        let plain = r#"{"time":"t","event":"switched","release":"r1","user":"u","host":"h"}"#;
+        assert!(serde_json::from_str::<Event>(plain)
+            .unwrap()
+            .source
+            .is_none());
+    }
 
     #[test]
     fn appends_and_skips_a_torn_last_line() {

@@ -29,6 +29,17 @@ pub struct ReleaseRow {
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_commit: Option<String>,
+    /// The ref the commit was deployed as (`--ref`, `[deploy] branch`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub git_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub git_author: Option<String>,
+    /// Staged from a work tree with uncommitted changes: not exactly `git_commit`.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub git_dirty: bool,
+    /// Who deployed besides `user`: the CI actor, or the git user of the source.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deployer: Option<String>,
 }
 
 /// The releases of `deploy`, oldest first.
@@ -50,12 +61,17 @@ pub fn list(deploy: &DeployPath) -> Result<ReleaseList> {
                 .iter()
                 .rev()
                 .find(|e| e.event == EventKind::Staged && e.release == id);
+            let source = staged.and_then(|e| e.source.as_ref());
             ReleaseRow {
                 current: current.as_ref() == Some(&id),
                 path: deploy.release(&id).display().to_string(),
                 staged_at: staged.map(|e| e.time.clone()),
                 user: staged.map(|e| e.user.clone()),
-                git_commit: staged.and_then(|e| e.source.as_ref()?.git_commit.clone()),
+                git_commit: source.and_then(|s| s.git_commit.clone()),
+                git_ref: source.and_then(|s| s.git_ref.clone()),
+                git_author: source.and_then(|s| s.git_author.clone()),
+                git_dirty: source.is_some_and(|s| s.git_dirty),
+                deployer: source.and_then(|s| s.deployer.clone()),
                 id,
             }
         })

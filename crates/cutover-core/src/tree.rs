@@ -16,7 +16,8 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
     names: Vec<OsString>,
-    paths: Vec<PathBuf>,
+    /// A set: a git work tree can add thousands (every ignored file git lists).
+    paths: std::collections::HashSet<PathBuf>,
 }
 
 impl Excludes {
@@ -34,20 +35,20 @@ impl Excludes {
             return;
         }
         if trimmed.contains('/') {
-            self.paths.push(PathBuf::from(trimmed));
+            self.paths.insert(PathBuf::from(trimmed));
         } else {
             self.names.push(OsString::from(trimmed));
         }
     }
 
     pub fn add_path(&mut self, rel: PathBuf) {
-        self.paths.push(rel);
+        self.paths.insert(rel);
     }
 
     pub fn matches(&self, rel: &Path) -> bool {
         rel.file_name()
             .is_some_and(|name| self.names.iter().any(|n| n == name))
-            || self.paths.iter().any(|p| p == rel)
+            || self.paths.contains(rel)
     }
 }
 

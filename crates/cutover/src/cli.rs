@@ -266,10 +266,21 @@ pub struct ChangeArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Directory to deploy; default: [deploy] source, or the directory of cutover.toml.
+    /// Directory to deploy; default: [deploy] repository, [deploy] source, or the
+    /// directory of cutover.toml. A git work tree deploys what git would commit: its
+    /// ignored files are left out.
     pub source: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Deploy this git tag, branch or commit: exactly its tree, submodules included,
+    /// nothing untracked or ignored. Resolved in [deploy] repository, else in SOURCE's own
+    /// repository; default: [deploy] branch.
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Do nothing (exit 0) when the commit to deploy is already the current release's
+    /// commit on every host.
+    #[arg(long)]
+    pub if_changed: bool,
     /// Release id instead of the UTC timestamp (letters, digits, `.`, `_`, `-`).
     #[arg(long, value_name = "ID")]
     pub release: Option<String>,

@@ -98,6 +98,20 @@ impl From<cutover_core::Error> for CommandError {
     }
 }
 
+impl From<cutover_git::Error> for CommandError {
+    fn from(error: cutover_git::Error) -> Self {
+        let kind = match error.kind() {
+            cutover_git::ErrorKind::Usage => Kind::Usage,
+            cutover_git::ErrorKind::Failed => Kind::Failed,
+        };
+        CommandError {
+            causes: cutover_pipeline::cause_chain(&error),
+            ..CommandError::new(kind, error.to_string())
+        }
+        .with_hints(error.hint())
+    }
+}
+
 impl From<cutover_config::ConfigError> for CommandError {
     fn from(error: cutover_config::ConfigError) -> Self {
         CommandError::new(Kind::Usage, error.to_string())

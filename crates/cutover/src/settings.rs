@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use cutover_config::Config;
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
+use cutover_core::history::Source;
 use cutover_core::writable::WritableMode;
 use cutover_core::{DeployPath, ReleaseId};
 use cutover_pipeline::{
@@ -189,19 +190,15 @@ pub fn release_id(text: &str) -> Result<ReleaseId> {
 
 /// The deploy: what to stage from where, resolved once for every host. A deploy path on
 /// this machine that is the source itself is refused here, before anything is created.
-pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Result<DeployJob> {
-    let source = args
-        .source
-        .clone()
-        .or_else(|| config.deploy.source.clone())
-        .or_else(|| config_dir(config))
-        .ok_or_else(|| {
-            CommandError::usage(
-                "nothing to deploy: no SOURCE given and no cutover.toml here",
-                "pass the app's directory, e.g. `cutover deploy ./app --to /var/www/app`",
-            )
-        })?;
-    let dir = cutover_core::deploy::resolve_source(&source)?;
+/// The lock returned, when there is one, keeps the git cache's checkout (the source) as it
+/// is until the deploy is over.
+pub fn deploy_job(
+    args: &DeployArgs,
+    config: &Config,
+    plans: &[HostPlan],
+) -> Result<(DeployJob, Option<cutover_git::CacheLock>)> {
+    let resolved = deploy_source(args, config)?;
+    let dir = resolved.dir;
     for plan in plans {
         if matches!(plan.transport, Transport::InProcess) {
             cutover_core::deploy::check_deploy_path(&DeployPath::new(&plan.path)?, &dir)?;
@@ -211,14 +208,12 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
     opts.exclude = config.deploy.exclude.clone();
     opts.shared_dirs = config.shared.dirs.clone();
     opts.shared_files = config.shared.files.clone();
-    let mut git = cutover_core::command::git_source(&dir);
-    git.path = dir.display().to_string();
-    Ok(DeployJob {
-        tree: SourceTree::new(
-            dir,
-            cutover_core::deploy::source_excludes(&opts),
-            ManifestCache::from_env(),
-        ),
+    let mut excludes = cutover_core::deploy::source_excludes(&opts);
+    for ignored in resolved.ignored {
+        excludes.add_path(ignored);
+    }
+    let job = DeployJob {
+        tree: SourceTree::new(dir, excludes, ManifestCache::from_env()),
         release: args.release.as_deref().map(release_id).transpose()?,
         spec: StageSpec {
             shared_dirs: config.shared.dirs.clone(),
@@ -251,9 +246,91 @@ pub fn deploy_job(args: &DeployArgs, config: &Config, plans: &[HostPlan]) -> Res
             },
             writable_user: config.deploy.writable_user.clone(),
         },
-        source: git,
+        source: resolved.source,
         keep: keep_releases(args.keep, config),
         dry_run: args.change.dry_run,
+    };
+    Ok((job, resolved.lock))
+}
+
+/// What a deploy stages from.
+struct DeploySource {
+    /// Canonical.
+    dir: PathBuf,
+    source: Source,
+    /// Relative to `dir`: what git ignores there, left out of the release.
+    ignored: Vec<PathBuf>,
+    lock: Option<cutover_git::CacheLock>,
+}
+
+/// A commit (`--ref`, `[deploy] repository`, `[deploy] branch`) checked out in the git
+/// cache; else the source directory, as git would commit it when it is a work tree. A
+/// SOURCE argument beats `[deploy] repository`, as flags beat the file.
+fn deploy_source(args: &DeployArgs, config: &Config) -> Result<DeploySource> {
+    let reference = args.git_ref.as_deref().or(config.deploy.branch.as_deref());
+    let repository = match &args.source {
+        Some(_) => None,
+        None => config.deploy.repository.clone(),
+    };
+    if let Some(url) = repository {
+        let origin = cutover_git::Origin::Repository(url);
+        return from_checkout(cutover_git::checkout(&git_cache()?, &origin, reference)?);
+    }
+    let source = args
+        .source
+        .clone()
+        .or_else(|| config.deploy.source.clone())
+        .or_else(|| config_dir(config))
+        .ok_or_else(|| {
+            CommandError::usage(
+                "nothing to deploy: no SOURCE given and no cutover.toml here",
+                "pass the app's directory, e.g. `cutover deploy ./app --to /var/www/app`",
+            )
+        })?;
+    let dir = cutover_core::deploy::resolve_source(&source)?;
+    if let Some(reference) = reference {
+        let origin = cutover_git::Origin::WorkTree(dir);
+        return from_checkout(cutover_git::checkout(
+            &git_cache()?,
+            &origin,
+            Some(reference),
+        )?);
+    }
+    Ok(match cutover_git::work_tree(&dir)? {
+        Some(tree) => DeploySource {
+            dir,
+            source: tree.source,
+            ignored: tree.ignored,
+            lock: None,
+        },
+        None => DeploySource {
+            source: Source {
+                path: dir.display().to_string(),
+                deployer: cutover_git::deployer(None, |var| std::env::var(var).ok()),
+                ..Source::default()
+            },
+            dir,
+            ignored: Vec::new(),
+            lock: None,
+        },
+    })
+}
+
+fn from_checkout(checkout: cutover_git::Checkout) -> Result<DeploySource> {
+    Ok(DeploySource {
+        dir: cutover_core::deploy::resolve_source(&checkout.dir)?,
+        source: checkout.source,
+        ignored: Vec::new(),
+        lock: Some(checkout.lock),
+    })
+}
+
+fn git_cache() -> Result<cutover_git::Cache> {
+    cutover_git::Cache::from_env().ok_or_else(|| {
+        CommandError::usage(
+            "no cache directory for git clones: neither XDG_CACHE_HOME nor HOME is set",
+            "set XDG_CACHE_HOME to a directory cutover may keep clones in",
+        )
     })
 }
 

@@ -14,6 +14,7 @@ mod test_disk_and_terminal;
 mod test_doctor;
 mod test_faults;
 mod test_fleet;
+mod test_git_source;
 mod test_health;
 mod test_kill;
 mod test_lifecycle;

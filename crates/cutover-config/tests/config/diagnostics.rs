@@ -72,8 +72,8 @@ fn unknown_key_far_from_any_lists_the_valid_ones() {
     assert_eq!(message, "unknown key `colour` in [shared]");
     assert_eq!(hint.unwrap(), "valid keys in [shared]: dirs, files");
     assert_eq!(
-        hint_of("[deploy]\nbranch = \"main\"\n"),
-        "valid keys in [deploy]: path, source, keep_releases, exclude, release_file, asset_dirs, keep_asset_releases, writable, writable_mode, writable_user"
+        hint_of("[deploy]\ncolour = \"main\"\n"),
+        "valid keys in [deploy]: path, source, repository, branch, keep_releases, exclude, release_file, asset_dirs, keep_asset_releases, writable, writable_mode, writable_user"
     );
 }
 

@@ -38,6 +38,8 @@ fn template_shows_every_key() {
             DeploySettings {
                 path,
                 source,
+                repository,
+                branch,
                 keep_releases,
                 exclude,
                 release_file,
@@ -120,6 +122,8 @@ fn template_shows_every_key() {
     assert_eq!(writable_mode, Some(WritableMode::Acl));
     assert_eq!(writable_user.as_deref(), Some(DEFAULT_WRITABLE_USER));
     assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
+    assert_eq!(repository.as_deref(), Some("git@github.com:acme/shop.git"));
+    assert_eq!(branch.as_deref(), Some("main"));
 }
 
 #[test]
@@ -127,6 +131,24 @@ fn template_comments_fit_a_terminal() {
     for line in TEMPLATE.lines() {
         assert!(line.chars().count() <= 100, "too long: {line}");
     }
+}
+
+#[test]
+fn a_local_repository_path_is_relative_to_the_file_and_a_url_is_kept() {
+    let base = Path::new("/srv/app/cutover.toml");
+    let local = parse("[deploy]\nrepository = \"../shop.git\"\n", base).unwrap();
+    assert_eq!(
+        local.deploy.repository.as_deref(),
+        Some("/srv/app/../shop.git")
+    );
+    for url in ["git@github.com:acme/shop.git", "file:///srv/git/shop.git"] {
+        let config = parse(&format!("[deploy]\nrepository = \"{url}\"\n"), base).unwrap();
+        assert_eq!(config.deploy.repository.as_deref(), Some(url));
+    }
+    let err = parse("[deploy]\nbranch = \"--upload-pack=x\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
+    let err = parse("[deploy]\nrepository = \"-oProxyCommand=x\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
 }
 
 #[test]

@@ -119,17 +119,24 @@ fn config() -> impl Strategy<Value = Config> {
             0..4,
         ),
         prop::option::of("[A-Za-z][A-Za-z0-9_.-]{0,11}"),
+        // scp-like, so parsing keeps it as written; a local path would be resolved.
+        prop::option::of("[a-z]{1,5}@[a-z]{1,8}:[a-z]{1,8}/[a-z]{1,8}\\.git"),
+        prop::option::of("[a-z][a-z0-9_-]{0,8}(/[a-z0-9_-]{1,8})?"),
     )
         .prop_map(
-            |(path, source, keep_releases, exclude, release_file)| DeploySettings {
-                path,
-                source,
-                keep_releases,
-                exclude,
-                release_file,
-                asset_dirs: None,
-                keep_asset_releases: None,
-                ..DeploySettings::default()
+            |(path, source, keep_releases, exclude, release_file, repository, branch)| {
+                DeploySettings {
+                    path,
+                    source,
+                    repository,
+                    branch,
+                    keep_releases,
+                    exclude,
+                    release_file,
+                    asset_dirs: None,
+                    keep_asset_releases: None,
+                    ..DeploySettings::default()
+                }
             },
         );
     let host = (

@@ -1,4 +1,7 @@
-use cutover_pipeline::DeployOutcome;
+use cutover_core::history::Source;
+use cutover_core::listing::ReleaseList;
+use cutover_pipeline::{DeployOutcome, HostPlan, HostReport};
+use cutover_protocol::Access;
 
 use crate::cli::{DeployArgs, GlobalArgs};
 use crate::error::Result;
@@ -8,9 +11,16 @@ use crate::{hosts, settings};
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config_near(global, args.source.as_deref())?;
     let plans = settings::host_plans(&args.target, &config)?;
-    let job = settings::deploy_job(args, &config, &plans)?;
-    let access = settings::access(&args.change, true);
+    // Held until the deploy is over: the git cache's checkout is what gets staged.
+    let (job, _git_cache_lock) = settings::deploy_job(args, &config, &plans)?;
     let parallel = settings::parallel(args.parallel);
+    if args.if_changed {
+        if let Some(current) = already_current(&plans, &job.source, parallel, printer) {
+            report_unchanged(&current, &job.source, printer);
+            return Ok(());
+        }
+    }
+    let access = settings::access(&args.change, true);
     let observer = hosts::stage_observer(printer);
     let hooks = settings::hook_set(&config);
     let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
@@ -20,7 +30,68 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     Ok(())
 }
 
-fn report(outcome: &DeployOutcome, source: &cutover_core::history::Source, printer: Printer) {
+/// `--if-changed`: every host's reports and releases, when every host's current release
+/// was staged from this very commit (clean, not a work tree with changes). Anything else —
+/// no git commit, a host without a current release or that cannot be read — deploys; a
+/// host that cannot be reached then fails the deploy with its own error.
+fn already_current(
+    plans: &[HostPlan],
+    source: &Source,
+    parallel: usize,
+    printer: Printer,
+) -> Option<Vec<(HostReport, ReleaseList)>> {
+    let commit = source.git_commit.as_deref().filter(|_| !source.git_dirty)?;
+    let observer = hosts::quiet_observer();
+    let outcome = hosts::on_fleet(plans, Access::Read, parallel, observer, printer, |fleet| {
+        fleet.read(|host| host.releases())
+    })
+    .ok()?;
+    let mut current = Vec::new();
+    for (report, list) in outcome.hosts {
+        let list = list?;
+        let row = list.releases.iter().find(|r| r.current)?;
+        if row.git_commit.as_deref() != Some(commit) || row.git_dirty {
+            return None;
+        }
+        current.push((report, list));
+    }
+    (!current.is_empty()).then_some(current)
+}
+
+fn report_unchanged(current: &[(HostReport, ReleaseList)], source: &Source, printer: Printer) {
+    let ids: Vec<&str> = current
+        .iter()
+        .filter_map(|(_, list)| list.current.as_ref().map(|id| id.as_str()))
+        .collect();
+    let release = ids
+        .first()
+        .filter(|first| ids.iter().all(|id| id == *first));
+    let reports: Vec<&HostReport> = current.iter().map(|(report, _)| report).collect();
+    let json = serde_json::json!({
+        "skipped": true,
+        "reason": "unchanged",
+        "release": release,
+        "source": source,
+        "hosts": reports,
+    });
+    printer.result(&json, || {
+        let commit = source.git_commit.as_deref().map_or("", short);
+        let given = source
+            .git_ref
+            .as_deref()
+            .map_or(String::new(), |r| format!(" ({r})"));
+        let place = match current {
+            [(report, _)] => report.deploy_path.clone(),
+            _ => format!("all {} hosts", current.len()),
+        };
+        let serving = release.map_or(String::new(), |id| format!(" release {id}"));
+        format!(
+            "Nothing to deploy: {place} already serves git {commit}{given} as current{serving}\n"
+        )
+    });
+}
+
+fn report(outcome: &DeployOutcome, source: &Source, printer: Printer) {
     let reports = &outcome.hosts;
     hosts::warn_each(printer, reports);
     // The same release on every host: say it once.
@@ -54,19 +125,61 @@ fn report(outcome: &DeployOutcome, source: &cutover_core::history::Source, print
                 outcome.switch_skew_us.unwrap_or(0) as f64 / 1000.0
             ),
         };
-        if let Some(commit) = &source.git_commit {
-            let dirty = if source.git_dirty {
-                " (with uncommitted changes)"
-            } else {
-                ""
-            };
-            text.push_str(&format!("  source: git {commit}{dirty}\n"));
-        }
+        text.push_str(&source_lines(source));
         if reports.len() > 1 {
             text.push_str(&hosts::table(reports));
         }
         text
     });
+}
+
+/// What was deployed, for people: the commit and where it came from, the uncommitted
+/// changes of a work tree (the first few), and who deployed when known.
+fn source_lines(source: &Source) -> String {
+    let mut text = String::new();
+    if let Some(commit) = source.git_commit.as_deref() {
+        let mut line = format!("  source: git {}", short(commit));
+        match (&source.git_ref, &source.git_branch) {
+            (Some(given), _) => line.push_str(&format!(" ({given})")),
+            (None, Some(branch)) => line.push_str(&format!(" on {branch}")),
+            (None, None) => {}
+        }
+        if let Some(repository) = &source.git_repository {
+            line.push_str(&format!(" from {repository}"));
+        }
+        if let Some(author) = &source.git_author {
+            line.push_str(&format!(", author {author}"));
+        }
+        if source.git_changes_count > 0 {
+            const SHOWN: usize = 3;
+            let count = source.git_changes_count;
+            let plural = if count == 1 { "" } else { "s" };
+            let mut first: Vec<&str> = source
+                .git_changes
+                .iter()
+                .take(SHOWN)
+                .map(String::as_str)
+                .collect();
+            if count > first.len() {
+                first.push("…");
+            }
+            line.push_str(&format!(
+                ", {count} uncommitted change{plural}: {}",
+                first.join(", ")
+            ));
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    if let Some(deployer) = &source.deployer {
+        text.push_str(&format!("  deployed by: {deployer}\n"));
+    }
+    text
+}
+
+/// A commit id as people read it.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
 }
 
 fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> String {

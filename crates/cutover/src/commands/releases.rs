@@ -51,14 +51,25 @@ fn describe(list: &ReleaseList) -> String {
     for row in &list.releases {
         let mark = if row.current { "*" } else { " " };
         let when = row.staged_at.as_deref().unwrap_or("");
-        let commit = row
-            .git_commit
-            .as_deref()
-            .map_or(String::new(), |c| format!("  {}", &c[..c.len().min(12)]));
-        let user = row
+        let mut commit = row.git_commit.as_deref().map_or(String::new(), |c| {
+            format!("  {}", crate::commands::deploy::short(c))
+        });
+        if let Some(given) = &row.git_ref {
+            commit.push_str(&format!(" ({given})"));
+        }
+        if row.git_dirty {
+            commit.push_str(" + uncommitted changes");
+        }
+        if let Some(author) = &row.git_author {
+            commit.push_str(&format!(" by {}", author_name(author)));
+        }
+        let mut user = row
             .user
             .as_deref()
             .map_or(String::new(), |u| format!("  {u}"));
+        if let Some(deployer) = &row.deployer {
+            user.push_str(&format!(" ({deployer})"));
+        }
         text.push_str(&format!(
             "{mark} {:<20} {when}{user}{commit}\n",
             row.id.as_str()
@@ -68,4 +79,10 @@ fn describe(list: &ReleaseList) -> String {
         text.push_str(&format!("  current points outside releases/: {target}\n"));
     }
     text
+}
+
+/// `Jane Doe` of `Jane Doe <jane@example.com>`: the listing stays one short line per
+/// release; `--json` has the whole.
+fn author_name(author: &str) -> &str {
+    author.split(" <").next().unwrap_or(author)
 }
