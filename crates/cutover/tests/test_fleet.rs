@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cutover_teststack::SshHosts;
 
-use crate::common::{exit_code, text, wait_until, Sandbox};
+use crate::common::{exit_code, stderr, text, wait_until, Sandbox};
 
 const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
 
@@ -30,8 +30,9 @@ impl Fleet {
     /// A config with every host, `extra` appended (tables of its own).
     fn config(&self, name: &str, extra: &str) -> String {
         let mut text = format!(
-            "[deploy]\nsource = {:?}\n\n[ssh]\noptions = [\"-F\", {:?}]\n",
+            "[deploy]\nsource = {:?}\n{}\n[ssh]\noptions = [\"-F\", {:?}]\n",
             self.sb.src().display().to_string(),
+            extra_for(extra, "deploy").join("\n"),
             self.ssh.ssh_config().display().to_string(),
         );
         for host in HOSTS {
@@ -44,7 +45,7 @@ impl Fleet {
                 text.push('\n');
             }
         }
-        text.push_str(extra_global(extra));
+        text.push_str(&extra_global(extra));
         self.sb.config(name, &text)
     }
 
@@ -107,7 +108,8 @@ impl Fleet {
     }
 }
 
-/// `extra` holds per-host lines as `@web2 line` and global tables as plain lines.
+/// `extra` holds per-host lines as `@web2 line`, [deploy] lines as `@deploy line` and
+/// global tables as plain lines.
 fn extra_for<'a>(extra: &'a str, host: &str) -> Vec<&'a str> {
     let tag = format!("@{host} ");
     extra
@@ -116,12 +118,12 @@ fn extra_for<'a>(extra: &'a str, host: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn extra_global(extra: &str) -> &str {
-    if extra.starts_with('@') {
-        ""
-    } else {
-        extra
-    }
+fn extra_global(extra: &str) -> String {
+    extra
+        .lines()
+        .filter(|l| !l.starts_with('@'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Bytes that do not compress, so "bytes sent" can be compared with bytes changed.
@@ -820,4 +822,165 @@ fn each_host_refreshes_its_own_php_fpm_and_the_fleet_commands_act_on_every_host(
     assert_eq!(body(&url), "release v4\n");
     drop(nginx);
     drop(fpm);
+}
+
+/// The lifecycle on three hosts: `once` hooks run first on one host (the first with one of
+/// their roles), `roles` pick hosts, `--role` deploys only some, `after_switch` sees the
+/// new release live everywhere, `on_failure` runs on every host of a deploy that failed,
+/// `after_rollback` after a rollback, and `writable` gives the pool's user its ACL.
+#[test]
+fn once_roles_and_every_hook_phase_on_three_hosts() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 3);
+    let log = fleet.sb.path().join("hooks.log");
+    let hooks = |extra_before: &str, extra_after: &str| {
+        format!(
+            "@deploy writable = [\"storage\"]\n@deploy writable_user = \"nobody\"\n[hooks]\n\
+             before_switch = [\n  \
+               'echo \"all $CUTOVER_HOST\" >> {log}',\n  \
+               {{ run = 'echo \"warm $CUTOVER_HOST\" >> {log}', roles = [\"web\"] }},\n  \
+               {{ run = 'echo \"migrate $CUTOVER_HOST $(pwd -P)\" >> {log}', once = true, roles = [\"db\"] }},\n  \
+               {{ run = 'echo \"notify $CUTOVER_HOST\" >> {log}', once = true }},\n{extra_before}]\n\
+             after_switch = ['echo \"after $CUTOVER_HOST $(readlink \"$CUTOVER_DEPLOY_PATH/current\")\" >> {log}', {extra_after}]\n\
+             on_failure = ['echo \"failed $CUTOVER_HOST $CUTOVER_FAILED_STEP\" >> {log}']\n\
+             after_rollback = ['echo \"back $CUTOVER_HOST $CUTOVER_RELEASE\" >> {log}']\n",
+            log = log.display()
+        )
+    };
+    let roles =
+        "@web1 roles = [\"web\"]\n@web2 roles = [\"web\", \"db\"]\n@web3 roles = [\"worker\"]\n";
+    let config = fleet.config("lifecycle.toml", &format!("{roles}{}", hooks("", "")));
+    let take_log = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        text.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let sorted = |lines: &[String]| {
+        let mut lines = lines.to_vec();
+        lines.sort();
+        lines
+    };
+    let strings = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+
+    let v1 = fleet.deploy_release(&config);
+    let lines = take_log();
+    let web2 = std::fs::canonicalize(fleet.host_path("web2")).unwrap();
+    assert_eq!(lines.len(), 10, "{lines:#?}");
+    // Once-entries first, each on its one host, before any host runs the others.
+    assert_eq!(
+        lines[..2],
+        [
+            format!("migrate web2 {}", web2.join("releases").join(&v1).display()),
+            "notify web1".to_string(),
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(
+        sorted(&lines[2..7]),
+        strings(&["all web1", "all web2", "all web3", "warm web1", "warm web2"])
+    );
+    assert_eq!(
+        sorted(&lines[7..]),
+        ["web1", "web2", "web3"].map(|h| format!("after {h} releases/{v1}"))
+    );
+    for host in HOSTS {
+        let storage = fleet
+            .host_path(host)
+            .join("releases")
+            .join(&v1)
+            .join("storage");
+        let acl = Command::new("getfacl")
+            .arg("-p")
+            .arg(&storage)
+            .output()
+            .unwrap();
+        let acl = String::from_utf8_lossy(&acl.stdout).into_owned();
+        assert!(
+            acl.contains("user:nobody:rwx") && acl.contains("default:user:nobody:rwx"),
+            "{host}: {acl}"
+        );
+    }
+
+    // --role web: web1 and web2 only; the once hook without roles goes to web1.
+    write_app(&fleet.sb, "v2", 3);
+    let json = fleet.deploy_json(&config, &["--role", "web"]);
+    let v2 = json["release"].as_str().unwrap().to_string();
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(fleet.current("web1").as_deref(), Some(v2.as_str()));
+    assert_eq!(fleet.current("web2").as_deref(), Some(v2.as_str()));
+    assert_eq!(fleet.current("web3").as_deref(), Some(v1.as_str()));
+    let lines = take_log();
+    assert_eq!(
+        lines[..2],
+        [
+            format!("migrate web2 {}", web2.join("releases").join(&v2).display()),
+            "notify web1".to_string(),
+        ],
+        "{lines:#?}"
+    );
+    let mut expected = strings(&["all web1", "all web2", "warm web1", "warm web2"]);
+    expected.extend(["web1", "web2"].map(|h| format!("after {h} releases/{v2}")));
+    assert_eq!(sorted(&lines[2..]), sorted(&expected));
+
+    // A before_switch hook fails on web3: on_failure runs on every host, nothing moves.
+    write_app(&fleet.sb, "v3", 3);
+    let failing = fleet.config(
+        "before-fails.toml",
+        &format!(
+            "{roles}{}",
+            hooks("  { run = 'exit 4', roles = [\"worker\"] },\n", "")
+        ),
+    );
+    let out = fleet.run(&failing, &["deploy"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("web3"), "{}", text(&out));
+    let lines = take_log();
+    let failed: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("failed"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        sorted(&failed),
+        ["web1", "web2", "web3"].map(|h| format!("failed {h} before_switch"))
+    );
+    assert!(lines.iter().all(|l| !l.starts_with("after")), "{lines:#?}");
+    assert_eq!(fleet.current("web1").as_deref(), Some(v2.as_str()));
+    assert_eq!(fleet.current("web3").as_deref(), Some(v1.as_str()));
+    for host in HOSTS {
+        assert!(fleet.debris(host).is_empty(), "{host}");
+        assert!(
+            fleet.releases(host).len() <= 2,
+            "{host}: {:?}",
+            fleet.releases(host)
+        );
+    }
+
+    // after_rollback on the hosts that went back.
+    let out = fleet.run(&config, &["rollback", "--role", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        sorted(&take_log()),
+        ["web1", "web2"].map(|h| format!("back {h} {v1}"))
+    );
+    fleet.assert_all_on(&v1);
+
+    // An after_switch hook fails on web3: exit 1 naming it, the release stays live.
+    let after_fails = fleet.config(
+        "after-fails.toml",
+        &format!(
+            "{roles}{}",
+            hooks("", "{ run = 'exit 5', roles = [\"worker\"] }")
+        ),
+    );
+    let json_out = fleet.run(&after_fails, &["deploy", "--json"]);
+    assert_eq!(exit_code(&json_out), 1, "{}", text(&json_out));
+    let err = stderr(&json_out);
+    assert!(
+        err.contains("web3") && err.contains("after_switch"),
+        "{err}"
+    );
+    let v4 = fleet.current("web1").unwrap();
+    assert_ne!(v4, v1);
+    fleet.assert_all_on(&v4);
 }

@@ -302,3 +302,46 @@ fn a_release_a_killed_deploy_left_unfinished_is_never_taken() {
     assert!(!Path::new(&sb.release_dir("u3")).exists());
     assert!(sb.history().iter().all(|e| e["release"] != "u3"));
 }
+
+/// `[deploy] writable` on a real php-fpm whose workers run as another user: without it
+/// the app cannot write its cache and storage, with it (the user asked of the pool) it
+/// can, in the release and in the shared directory.
+#[test]
+fn writable_dirs_let_the_pools_user_write() {
+    let sb = Sandbox::new();
+    sb.write(
+        "public/write.php",
+        "<?php $app = dirname(__DIR__); $ok = @file_put_contents($app . '/storage/log.txt', 'x') !== false && @file_put_contents($app . '/bootstrap/cache/c.php', 'y') !== false; echo $ok ? 'written' : 'refused';\n",
+    );
+    sb.write("bootstrap/cache/.gitignore", "*\n");
+    std::fs::create_dir_all(sb.deploy().join("shared/storage")).unwrap();
+    make_readable_by_workers(sb.path()).unwrap();
+    let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
+    let socket = fpm.unix_socket().unwrap().display().to_string();
+    let base = format!("[php]\nfpm = \"unix:{socket}\"\n\n[shared]\ndirs = [\"storage\"]\n");
+    let plain = sb.config("plain.toml", &base);
+    let writable = sb.config(
+        "writable.toml",
+        &format!("{base}\n[deploy]\nwritable = [\"storage\", \"bootstrap/cache\"]\n"),
+    );
+    let root = std::fs::canonicalize(sb.deploy()).unwrap();
+    let write_in = |id: &str| {
+        make_readable_by_workers(sb.path()).unwrap();
+        let page = root.join("releases").join(id).join("public/write.php");
+        fpm.request(&page, "").unwrap().body().trim().to_string()
+    };
+    for (id, config, expected) in [("w1", &plain, "refused"), ("w2", &writable, "written")] {
+        let out = sb.run_deploy(&["--release", id, "--config", config]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(write_in(id), expected, "{id}");
+    }
+    assert!(root.join("shared/storage/log.txt").is_file());
+    assert!(root.join("releases/w2/bootstrap/cache/c.php").is_file());
+    // The file w2 shares with w1 by a hard link was split off before its ACL changed.
+    let gitignore = |id: &str| {
+        root.join("releases")
+            .join(id)
+            .join("bootstrap/cache/.gitignore")
+    };
+    assert_ne!(ino(&gitignore("w1")), ino(&gitignore("w2")));
+}
