@@ -250,3 +250,26 @@ roles = ["web", "db"]
         .to_string();
     assert!(err.contains("`soon` is not a duration"), "{err}");
 }
+
+/// Every `toml` example in the README is a valid cutover.toml.
+#[test]
+fn the_readme_examples_parse() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let mut examples = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + "```toml\n".len()..];
+        let end = body.find("```").unwrap();
+        if let Err(e) = parse(&body[..end], Path::new("/app/cutover.toml")) {
+            panic!(
+                "README example {} does not parse: {e}\n{}",
+                examples + 1,
+                &body[..end]
+            );
+        }
+        examples += 1;
+        rest = &body[end..];
+    }
+    assert!(examples >= 3, "only {examples} examples found");
+}
