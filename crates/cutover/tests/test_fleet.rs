@@ -984,3 +984,71 @@ fn once_roles_and_every_hook_phase_on_three_hosts() {
     assert_ne!(v4, v1);
     fleet.assert_all_on(&v4);
 }
+
+/// A commit of a git repository, deployed to three hosts: each gets exactly its tree, and
+/// each host's history records the commit, the ref and the author.
+#[test]
+fn a_git_ref_is_deployed_to_every_host_with_its_commit_in_each_history() {
+    let fleet = Fleet::start();
+    let root = fleet.sb.path();
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=Ann Author",
+                "-c",
+                "user.email=ann@example.com",
+            ])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(root, &["init", "-q", "--bare", "app.git"]);
+    git(root, &["clone", "-q", "app.git", "app"]);
+    let work = root.join("app");
+    std::fs::create_dir_all(work.join("public")).unwrap();
+    std::fs::write(work.join("public/index.php"), "<?php echo 'tagged';\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["tag", "v1.0"]);
+    let commit = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("public/index.php"), "<?php echo 'later';\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "second"]);
+    git(&work, &["push", "-q", "--tags", "origin", "main"]);
+
+    let config = fleet.config(
+        "git.toml",
+        &format!(
+            "@deploy repository = {:?}\n",
+            root.join("app.git").display().to_string()
+        ),
+    );
+    let json = fleet.deploy_json(&config, &["--ref", "v1.0"]);
+    let release = json["release"].as_str().unwrap();
+    fleet.assert_all_on(release);
+    let listed = fleet.run(&config, &["releases", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    for host in listed["hosts"].as_array().unwrap() {
+        let row = &host["result"]["releases"][0];
+        assert_eq!(row["git_commit"], commit.as_str(), "{host}");
+        assert_eq!(row["git_ref"], "v1.0", "{host}");
+        assert_eq!(
+            row["git_author"].as_str().map(|a| a.contains("Ann Author")),
+            Some(true),
+            "{host}"
+        );
+        let name = host["host"].as_str().unwrap();
+        let index = fleet.host_path(name).join("current/public/index.php");
+        assert_eq!(
+            std::fs::read_to_string(index).unwrap(),
+            "<?php echo 'tagged';\n"
+        );
+    }
+}
