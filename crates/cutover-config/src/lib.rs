@@ -155,22 +155,11 @@ pub struct DeploySettings {
     pub writable_user: Option<String>,
 }
 
-/// How `[deploy] writable` paths are made writable for the pool's user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WritableMode {
-    /// `setfacl`: the user and the deploying user get `rwX`, with default ACLs on
-    /// directories so what the pool creates later stays writable (package `acl`).
-    Acl,
-    /// Group and others get write: anyone on the machine can write there.
-    Chmod,
-    /// The user owns everything below the path; cutover must run as root.
-    Chown,
-}
+pub use cutover_core::writable::WritableMode;
 
 /// The user `[deploy] writable` is for when `writable_user` is not set and the pool cannot
 /// be asked: Debian's and Ubuntu's php-fpm user.
-pub const DEFAULT_WRITABLE_USER: &str = "www-data";
+pub const DEFAULT_WRITABLE_USER: &str = cutover_core::writable::DEFAULT_USER;
 
 /// `[shared]`: what persists across releases, linked into each one from `shared/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,29 +260,8 @@ pub fn is_host_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The rule for `[deploy] writable_user`: a user name as `useradd` takes it, which can
-/// never be read as an option or as part of an ACL entry (the same rule as
-/// `cutover_core::writable::is_user_name`, which this crate does not depend on).
-pub fn is_user_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'))
-}
-
-/// Whether a `repository` is a path on this machine, by git's rule: no `scheme://`, and
-/// no `:` before the first `/` (`host:path` is ssh).
-pub fn is_local_repository(repository: &str) -> bool {
-    if repository.contains("://") {
-        return false;
-    }
-    match repository.find(':') {
-        None => true,
-        Some(colon) => repository[..colon].contains('/'),
-    }
-}
+pub use cutover_core::writable::is_user_name;
+pub use cutover_git::is_local_path as is_local_repository;
 
 /// Parses the text of a `cutover.toml`. `origin` names the file in errors, and relative
 /// `deploy.path` / `deploy.source` are resolved against its directory.

@@ -353,7 +353,7 @@ pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>)
 pub fn excludes_for(deploy: &DeployPath, source_dir: &Path, base: &Excludes) -> Result<Excludes> {
     let mut excludes = base.clone();
     // `cutover deploy . --to ./deploy` must not copy the deploy path into itself.
-    let root = existing_ancestor_canonical(deploy.root());
+    let root = crate::tree::real_path(deploy.root());
     if let Ok(rel) = root.strip_prefix(source_dir) {
         if rel.as_os_str().is_empty() {
             return Err(Error::DeployPathInsideSource {
@@ -368,30 +368,13 @@ pub fn excludes_for(deploy: &DeployPath, source_dir: &Path, base: &Excludes) -> 
 
 /// Refuses a deploy path that is the source itself, before anything is created in it.
 pub fn check_deploy_path(deploy: &DeployPath, source_dir: &Path) -> Result<()> {
-    if existing_ancestor_canonical(deploy.root()) == source_dir {
+    if crate::tree::real_path(deploy.root()) == source_dir {
         return Err(Error::DeployPathInsideSource {
             deploy_path: deploy.root().to_path_buf(),
             source_dir: source_dir.to_path_buf(),
         });
     }
     Ok(())
-}
-
-fn existing_ancestor_canonical(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut probe = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(probe) {
-            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
-        }
-        match (probe.parent(), probe.file_name()) {
-            (Some(parent), Some(name)) => {
-                missing.push(name.to_os_string());
-                probe = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
 }
 
 fn next_release_id(deploy: &DeployPath, requested: Option<ReleaseId>) -> Result<ReleaseId> {

@@ -196,6 +196,25 @@ pub fn link_on_disk(root: &Path) -> impl Fn(&Path) -> Option<PathBuf> + '_ {
     }
 }
 
+/// `path` with every existing part resolved (symlinks followed, canonical); what does not
+/// exist yet appended as written.
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut probe = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(probe) {
+            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (probe.parent(), probe.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                probe = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

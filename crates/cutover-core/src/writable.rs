@@ -467,7 +467,7 @@ fn check_link(link: &Path, roots: &[PathBuf], name: &str) -> Result<PathBuf> {
     let text = std::fs::read_link(link).ctx("read the link", link)?;
     let parent = link.parent().unwrap_or(Path::new("/"));
     let lexical = normalize(&parent.join(&text));
-    let real = real_path(&lexical);
+    let real = crate::tree::real_path(&lexical);
     if roots.iter().any(|root| real.starts_with(root)) {
         return Ok(real);
     }
@@ -476,24 +476,6 @@ fn check_link(link: &Path, roots: &[PathBuf], name: &str) -> Result<PathBuf> {
         link: link.to_path_buf(),
         target: real,
     })
-}
-
-/// `path` with every existing part resolved; what does not exist yet appended as written.
-fn real_path(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut probe = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(probe) {
-            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
-        }
-        match (probe.parent(), probe.file_name()) {
-            (Some(parent), Some(name)) => {
-                missing.push(name.to_os_string());
-                probe = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
 }
 
 struct User {

@@ -7,7 +7,6 @@ use cutover_config::Config;
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
 use cutover_core::history::Source;
-use cutover_core::writable::WritableMode;
 use cutover_core::{DeployPath, ReleaseId};
 use cutover_pipeline::{
     DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree, SshTarget, Transport,
@@ -239,11 +238,7 @@ pub fn deploy_job(
                         .join("/")
                 })
                 .collect(),
-            writable_mode: match config.deploy.writable_mode {
-                None | Some(cutover_config::WritableMode::Acl) => WritableMode::Acl,
-                Some(cutover_config::WritableMode::Chmod) => WritableMode::Chmod,
-                Some(cutover_config::WritableMode::Chown) => WritableMode::Chown,
-            },
+            writable_mode: config.deploy.writable_mode.unwrap_or_default(),
             writable_user: config.deploy.writable_user.clone(),
         },
         source: resolved.source,

@@ -244,16 +244,21 @@ fn a_release_a_killed_deploy_left_unfinished_is_never_taken() {
         "slow.toml",
         "[hooks]\nbefore_switch = ['touch hook-started; sleep 30']\n",
     );
-    let mut child = sb
-        .cutover()
-        .args(["deploy", &sb.src_arg(), "--to", &sb.to(), "--release", "u2"])
-        .args(["--config", &config, "-q"])
-        .spawn()
-        .unwrap();
-    let started = sb.release_dir("u2").join("hook-started");
-    wait_until("the hook to start", Duration::from_secs(20), || {
-        started.exists()
-    });
+    // Starts a deploy of `id`; returns it once its hook runs.
+    let deploying = |id: &str| {
+        let child = sb
+            .cutover()
+            .args(["deploy", &sb.src_arg(), "--to", &sb.to(), "--release", id])
+            .args(["--config", &config, "-q"])
+            .spawn()
+            .unwrap();
+        let started = sb.release_dir(id).join("hook-started");
+        wait_until("the hook to start", Duration::from_secs(20), || {
+            started.exists()
+        });
+        child
+    };
+    let mut child = deploying("u2");
     let listed = |sb: &Sandbox| {
         let json = sb.json_to(&["releases"]);
         let ids: Vec<String> = one_result(&json)["releases"]
@@ -281,16 +286,7 @@ fn a_release_a_killed_deploy_left_unfinished_is_never_taken() {
     assert!(unfinished_left(&sb.deploy()).is_empty());
 
     // Once more, found by `cleanup` this time.
-    let mut child = sb
-        .cutover()
-        .args(["deploy", &sb.src_arg(), "--to", &sb.to(), "--release", "u3"])
-        .args(["--config", &config, "-q"])
-        .spawn()
-        .unwrap();
-    let started = sb.release_dir("u3").join("hook-started");
-    wait_until("the hook to start", Duration::from_secs(20), || {
-        started.exists()
-    });
+    let mut child = deploying("u3");
     child.kill().unwrap();
     child.wait().unwrap();
     let report = sb.json_to(&["cleanup"]);
