@@ -242,7 +242,9 @@ impl Suite {
         for entry in std::fs::read_dir(&state).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             assert!(
-                !name.starts_with("staging-") && !name.ends_with(".tmp"),
+                !name.starts_with("staging-")
+                    && !name.starts_with("unfinished-")
+                    && !name.ends_with(".tmp"),
                 "{what}: debris after cleanup: {name}"
             );
         }
@@ -358,9 +360,12 @@ fn cleanup_under_every_injected_fault() {
         return;
     }
     let suite = Suite::new(&["a", "b", "c"]);
-    // What a killed deploy leaves: a staging directory.
+    // What a killed deploy leaves: a release marked unfinished (and, from versions that
+    // staged elsewhere, a staging directory).
+    write(&suite.template.join("releases/dead/index.php"), "half");
+    write(&suite.template.join(".cutover/unfinished-dead"), "");
     write(
-        &suite.template.join(".cutover/staging-dead/index.php"),
+        &suite.template.join(".cutover/staging-old/index.php"),
         "half",
     );
     let n = suite.run(&["cleanup", "--keep", "1"], &["c"], None);
