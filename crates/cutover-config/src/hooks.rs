@@ -84,12 +84,13 @@ impl HookEntry {
     }
 }
 
-/// A positive duration as the settings write it; `None` when unset or not one (the
-/// config's checks refuse the latter before anything uses it).
+/// A duration from a millisecond to a day as the settings write it; `None` when unset or
+/// not one (the config's checks refuse the latter before anything uses it).
 pub(crate) fn parse_timeout(text: Option<&str>) -> Option<std::time::Duration> {
+    use cutover_core::hooks::{MAX_TIMEOUT, MIN_TIMEOUT};
     humantime::parse_duration(text?)
         .ok()
-        .filter(|limit| !limit.is_zero())
+        .filter(|limit| (MIN_TIMEOUT..=MAX_TIMEOUT).contains(limit))
 }
 
 /// The table form, with its own unknown-field and missing-`run` errors.

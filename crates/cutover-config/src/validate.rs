@@ -112,7 +112,7 @@ fn check_timeout(text: &str) -> Result<(), (String, String)> {
         return Ok(());
     }
     Err((
-        format!("`{text}` is not a duration"),
+        format!("`{text}` is not a duration from 1ms to 24h"),
         "write it like `90s`, `10m` or `1h`".to_owned(),
     ))
 }

@@ -105,12 +105,14 @@ pub fn remove_debris(deploy: &DeployPath, mode: Mode<'_>) -> Result<Vec<String>>
             .strip_prefix(crate::layout::UNFINISHED_PREFIX)
             .and_then(|id| ReleaseId::parse(id).ok())
         {
-            // Only a finished release is ever switched to; the marker of one that is
-            // current outlived a crash right after its completion.
+            // Only a finished release is ever switched to (the marker goes, durably, before
+            // the switch): a current one with a marker was made by hand. It stays, and
+            // stays marked, until a deploy replaces it.
             if current.as_ref() == Some(&id) {
-                if !dry_run {
-                    let _ = std::fs::remove_file(&path);
-                }
+                debris.push(format!(
+                    "{}/{id} (current, but never finished: deploy again)",
+                    crate::layout::RELEASES
+                ));
                 continue;
             }
             if !dry_run {

@@ -36,7 +36,8 @@ pub struct DeployOptions {
     /// Paths made writable for `writable_user` once the hooks ran.
     pub writable: Vec<String>,
     pub writable_mode: crate::writable::WritableMode,
-    pub writable_user: String,
+    /// Default: `writable::DEFAULT_USER`.
+    pub writable_user: Option<String>,
 }
 
 impl DeployOptions {
@@ -59,7 +60,7 @@ impl DeployOptions {
             host: "local".to_string(),
             writable: Vec::new(),
             writable_mode: crate::writable::WritableMode::default(),
-            writable_user: crate::writable::DEFAULT_USER.to_string(),
+            writable_user: None,
         }
     }
 }
@@ -167,11 +168,24 @@ pub fn start_release(
     started
 }
 
-/// Removes an unfinished release and its marker. The history never named it.
+/// Removes an unfinished release and its marker. The history names it only when a deploy
+/// died between recording it complete and removing the marker: then it says it is gone.
 pub fn discard_unfinished(deploy: &DeployPath, release: &ReleaseId) -> Result<()> {
     let dir = deploy.release(release);
     if std::fs::symlink_metadata(&dir).is_ok() {
         crate::trash::discard(deploy, &dir)?;
+    }
+    let events = history::read(&deploy.history_file())?;
+    let named = events
+        .iter()
+        .rev()
+        .find(|e| &e.release == release)
+        .is_some_and(|e| e.event == EventKind::Staged);
+    if named {
+        history::append(
+            &deploy.history_file(),
+            &Event::now(EventKind::Removed, release.clone()),
+        )?;
     }
     let _ = std::fs::remove_file(deploy.manifest_file(release));
     crate::assets::forget(deploy, release);
@@ -215,7 +229,9 @@ pub fn finish_release(
             deploy,
             &opts.writable,
             opts.writable_mode,
-            &opts.writable_user,
+            opts.writable_user
+                .as_deref()
+                .unwrap_or(crate::writable::DEFAULT_USER),
         )?;
     }
     // Last: commands and the quick check see only the release's own files.

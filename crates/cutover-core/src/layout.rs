@@ -202,17 +202,19 @@ impl DeployPath {
         Ok(ids)
     }
 
-    /// A release is a real directory in `releases/`: a symlink there (to anywhere) is not
-    /// one, as `releases()` does not list it.
+    /// A release is a real directory in `releases/`, finished: a symlink there (to
+    /// anywhere) is not one, as `releases()` does not list it, nor is an unfinished one.
     pub fn require_release(&self, id: &ReleaseId) -> Result<()> {
         let real_dir = std::fs::symlink_metadata(self.release(id)).is_ok_and(|m| m.is_dir());
-        if real_dir {
+        if real_dir && !self.is_unfinished(id) {
             return Ok(());
         }
+        let mut available = self.releases()?;
+        available.retain(|id| !self.is_unfinished(id));
         Err(Error::NoSuchRelease {
             id: id.to_string(),
             deploy_path: self.root.clone(),
-            available: self.releases()?.iter().map(ToString::to_string).collect(),
+            available: available.iter().map(ToString::to_string).collect(),
         })
     }
 

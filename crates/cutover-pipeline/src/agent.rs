@@ -116,13 +116,16 @@ fn handle(
                 )
                 .into());
             }
+            // The pool's scripts are written where this says: only inside the deploy path.
+            if let Some(pool) = &open.refresh.pool {
+                check_script_dir(&open.path, pool.script_dir.as_deref())?;
+            }
             Reply::Opened(host.open(&open)?)
         }
         Request::Stage(stage) => stage_received(host, *stage, input, output)?,
-        Request::Hooks(hooks) => {
-            host.run_hooks(&hooks)?;
-            Reply::HooksRan
-        }
+        Request::Hooks(hooks) => Reply::HooksRan {
+            changed_shared: host.run_hooks(&hooks)?,
+        },
         Request::Finish { release } => Reply::Finished(host.finish(&release)?),
         Request::Switch(switch) => Reply::Switched(host.switch(&switch)?),
         Request::Refresh { release } => Reply::Refreshed {
@@ -139,11 +142,11 @@ fn handle(
         Request::Cleanup { keep, dry_run } => Reply::CleanedUp(host.clean(keep, dry_run)?),
         Request::Releases => Reply::Releases(host.list()?),
         Request::PhpStatus(pool) => {
-            check_script_dir(host, pool.script_dir.as_deref())?;
+            check_script_dir(open_path(host)?, pool.script_dir.as_deref())?;
             Reply::PhpStatus(Host::php_status(host, &pool)?)
         }
         Request::PhpReset { pool, wait_ms } => {
-            check_script_dir(host, pool.script_dir.as_deref())?;
+            check_script_dir(open_path(host)?, pool.script_dir.as_deref())?;
             Reply::PhpReset(Host::php_reset(host, &pool, wait_ms)?)
         }
     })
@@ -161,13 +164,20 @@ fn hello() -> Reply {
     }
 }
 
+/// The deploy path of the open session.
+fn open_path(host: &LocalHost) -> Result<&Path, HostError> {
+    host.deploy_path()
+        .map(|deploy| deploy.root())
+        .ok_or_else(|| HostError::internal("no deploy path is open in this session"))
+}
+
 /// The pool's script is written on this host: only inside the deploy path.
-fn check_script_dir(host: &LocalHost, dir: Option<&Path>) -> Result<(), HostError> {
-    let (Some(dir), Some(deploy)) = (dir, host.deploy_path()) else {
+fn check_script_dir(deploy: &Path, dir: Option<&Path>) -> Result<(), HostError> {
+    let Some(dir) = dir else {
         return Ok(());
     };
     if dir.is_absolute()
-        && dir.starts_with(deploy.root())
+        && dir.starts_with(deploy)
         && !dir
             .components()
             .any(|c| c == std::path::Component::ParentDir)
@@ -178,7 +188,7 @@ fn check_script_dir(host: &LocalHost, dir: Option<&Path>) -> Result<(), HostErro
         format!(
             "the script directory {} is outside the deploy path {}",
             dir.display(),
-            deploy.root().display()
+            deploy.display()
         ),
         "an agent writes only inside its deploy path; leave out --script-dir on a fleet",
     ))

@@ -56,6 +56,8 @@ pub struct PhasePlan {
     pub once: Vec<(usize, HookCommand)>,
     /// Per host, in the order the entries are listed.
     pub each: Vec<Vec<HookCommand>>,
+    /// `once` commands no host taking part has a role for.
+    pub nowhere: Vec<String>,
 }
 
 impl PhasePlan {
@@ -65,14 +67,16 @@ impl PhasePlan {
         let mut plan = PhasePlan {
             once: Vec::new(),
             each: vec![Vec::new(); hosts.len()],
+            nowhere: Vec::new(),
         };
         for entry in entries {
             if entry.once {
                 let first = hosts
                     .iter()
                     .position(|roles| roles.is_some_and(|roles| entry.fits(roles)));
-                if let Some(host) = first {
-                    plan.once.push((host, entry.command()));
+                match first {
+                    Some(host) => plan.once.push((host, entry.command())),
+                    None => plan.nowhere.push(entry.run.clone()),
                 }
                 continue;
             }
@@ -86,7 +90,7 @@ impl PhasePlan {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.once.is_empty() && self.each.iter().all(Vec::is_empty)
+        self.once.is_empty() && self.nowhere.is_empty() && self.each.iter().all(Vec::is_empty)
     }
 }
 
@@ -130,6 +134,7 @@ mod tests {
         assert_eq!(runs(&plan.each[0]), ["cache", "warm"]);
         assert_eq!(runs(&plan.each[1]), ["cache", "warm"]);
         assert_eq!(runs(&plan.each[2]), ["cache"]);
+        assert_eq!(plan.nowhere, ["reindex"]);
     }
 
     #[test]

@@ -212,8 +212,8 @@ pub struct HooksRequest {
 }
 
 impl HooksRequest {
-    /// Longest a hook may be given: a day.
-    pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+    /// Longest a hook may be given (`hooks::MAX_TIMEOUT`).
+    pub const MAX_TIMEOUT_MS: u64 = cutover_core::hooks::MAX_TIMEOUT.as_millis() as u64;
 
     /// What a host accepts: commands a shell can take, limits that end.
     pub fn validate(&self) -> Result<(), (String, &'static str)> {
@@ -327,7 +327,11 @@ pub enum Reply {
         need: Vec<u32>,
     },
     Staged(Staged),
-    HooksRan,
+    HooksRan {
+        /// Files shared (hard-linked) with other releases the hooks changed in place.
+        #[serde(default)]
+        changed_shared: Vec<String>,
+    },
     Finished(Finished),
     Switched(Switched),
     /// `None` when the host has nothing to do after a switch.
@@ -382,7 +386,7 @@ impl Reply {
             Reply::Opened(_) => "opened",
             Reply::Need { .. } => "need",
             Reply::Staged(_) => "staged",
-            Reply::HooksRan => "hooks_ran",
+            Reply::HooksRan { .. } => "hooks_ran",
             Reply::Finished(_) => "finished",
             Reply::Switched(_) => "switched",
             Reply::Refreshed { .. } => "refreshed",

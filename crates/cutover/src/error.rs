@@ -36,7 +36,9 @@ pub struct CommandError {
     pub causes: Vec<String>,
     pub hints: Vec<String>,
     /// Per-host reports, for `--json`, when hosts were contacted.
-    pub hosts: Option<serde_json::Value>,
+    pub hosts: Option<Box<serde_json::Value>>,
+    /// What went wrong besides the error (a failed `on_failure` hook), said before it.
+    pub warnings: Vec<String>,
 }
 
 impl CommandError {
@@ -59,6 +61,7 @@ impl CommandError {
             causes: Vec::new(),
             hints: Vec::new(),
             hosts: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -86,7 +89,7 @@ impl CommandError {
             }
         });
         if let Some(hosts) = &self.hosts {
-            doc["hosts"] = hosts.clone();
+            doc["hosts"] = (**hosts).clone();
         }
         doc
     }
@@ -165,7 +168,7 @@ impl From<HostError> for CommandError {
 impl From<FleetError> for CommandError {
     fn from(error: FleetError) -> Self {
         let kind = kind_of(error.kind);
-        let hosts = serde_json::to_value(&error.hosts).ok();
+        let hosts = serde_json::to_value(&error.hosts).ok().map(Box::new);
         let errors: Vec<(&str, &HostError)> = error.errors().collect();
         let next = error
             .next
@@ -194,6 +197,17 @@ impl From<FleetError> for CommandError {
             .with_hint(format!("{}; {next}", error.state)),
         };
         command.hosts = hosts;
+        let one = error.hosts.len() == 1;
+        command.warnings = error
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.warnings.iter().map(move |w| match one {
+                    true => w.clone(),
+                    false => format!("{}: {w}", h.host),
+                })
+            })
+            .collect();
         command
     }
 }

@@ -54,6 +54,9 @@ impl Printer {
                 serde_json::to_string_pretty(&error.to_json()).unwrap_or_default()
             );
         }
+        for warning in &error.warnings {
+            say(format_args!("warning: {warning}"));
+        }
         say(format_args!("error: {}", error.message));
         for cause in &error.causes {
             say(format_args!("  caused by: {cause}"));

@@ -141,6 +141,16 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
             assets: asset_options(config),
         });
     }
+    if plans.is_empty() {
+        return Err(CommandError::usage(
+            format!(
+                "no host is both named with --host ({}) and has a role given with --role ({})",
+                target.hosts.join(", "),
+                target.roles.join(", ")
+            ),
+            "`cutover config` shows each host's roles; drop one of the flags",
+        ));
+    }
     Ok(plans)
 }
 

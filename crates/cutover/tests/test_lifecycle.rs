@@ -341,3 +341,32 @@ fn writable_dirs_let_the_pools_user_write() {
     };
     assert_ne!(ino(&gitignore("w1")), ino(&gitignore("w2")));
 }
+
+/// A hook after the switch runs in a complete release, whose unchanged files are shared
+/// with the release before: rewriting one in place is named in a warning, as it changed
+/// the release a rollback would go back to.
+#[test]
+fn a_hook_that_rewrites_a_shared_file_in_place_is_named() {
+    let sb = Sandbox::new();
+    sb.write("config.php", "<?php return 'one';");
+    sb.write("index.php", "<?php echo 1;");
+    let config = sb.config(
+        "in-place.toml",
+        "[hooks]\nafter_switch = ['if [ \"$CUTOVER_RELEASE\" = s2 ]; then echo changed > config.php; fi']\n",
+    );
+    let out = sb.run_deploy(&["--release", "s1", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out));
+    sb.write("index.php", "<?php echo 2;");
+    let out = sb.run_deploy(&["--release", "s2", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:") && err.contains("rewrote config.php in place"),
+        "{err}"
+    );
+    // Why it is worth a warning: the release before changed with it.
+    assert_eq!(
+        std::fs::read_to_string(sb.release_dir("s1").join("config.php")).unwrap(),
+        "changed\n"
+    );
+}

@@ -249,6 +249,14 @@ roles = ["web", "db"]
         .unwrap_err()
         .to_string();
     assert!(err.contains("`soon` is not a duration"), "{err}");
+    // What a host would refuse is refused here, before anything runs.
+    for text_of in ["2d", "25h", "500us"] {
+        let bad = text.replace(r#"timeout = "5m""#, &format!("timeout = {text_of:?}"));
+        let err = parse(&bad, Path::new("cutover.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 1ms to 24h"), "{text_of}: {err}");
+    }
 }
 
 /// Every `toml` example in the README is a valid cutover.toml.

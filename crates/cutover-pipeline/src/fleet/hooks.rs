@@ -60,28 +60,41 @@ impl Fleet<'_> {
             failed_step: failed_step.map(str::to_string),
         };
         let progress = self.progress;
-        let outcome = |slot: &mut Slot, result: Result<(), HostError>, what: String| match result {
-            Ok(()) => slot.report.hooks.push(what),
-            Err(e) if on_error == OnError::Fail => fail(slot, progress, e),
-            Err(e) => slot
-                .report
-                .warnings
-                .push(format!("{what} failed: {}", e.one_line())),
-        };
+        let outcome =
+            |slot: &mut Slot, result: Result<Vec<String>, HostError>, what: String| match result {
+                Ok(changed) => {
+                    if let Some(warning) = changed_shared_warning(&what, &changed) {
+                        slot.report.warnings.push(warning);
+                    }
+                    slot.report.hooks.push(what)
+                }
+                Err(e) if on_error == OnError::Fail => fail(slot, progress, e),
+                Err(e) => slot
+                    .report
+                    .warnings
+                    .push(format!("{what} failed: {}", e.one_line())),
+            };
+        // Before the switch a failure ends the phase (nothing more should run, the deploy
+        // stops); after it the outcome stands, and every host's hooks still run.
+        let stop_at_failure = phase == HookPhase::BeforeSwitch;
         for (host, command) in plan.once {
             let (Some(about), slot) = (&abouts[host], &mut self.slots[host]) else {
                 continue;
             };
-            if slot.failed() && !even_failed {
-                return;
-            }
             let what = format!("{phase} (once): {}", command.run);
             let result = slot
                 .host()
                 .and_then(|h| h.hooks(&request(about, vec![command])));
             outcome(slot, result, what);
-            if on_error == OnError::Fail && self.any_failed() {
+            if stop_at_failure && self.any_failed() {
                 return;
+            }
+        }
+        for run in plan.nowhere {
+            if let Some(slot) = self.slots.first_mut() {
+                slot.report.warnings.push(format!(
+                    "the {phase} hook `{run}` (once) ran nowhere: no host here has one of its roles"
+                ));
             }
         }
         let per_host: Vec<Option<HooksRequest>> = plan
@@ -100,7 +113,7 @@ impl Fleet<'_> {
                 .zip(per_host.par_iter())
                 .map(|(slot, request)| {
                     let request = request.as_ref()?;
-                    if slot.failed() && !even_failed {
+                    if slot.failed() && !even_failed && stop_at_failure {
                         return None;
                     }
                     Some(slot.host().and_then(|h| h.hooks(request)))
@@ -115,4 +128,18 @@ impl Fleet<'_> {
             outcome(slot, result, format!("{phase}: {}", runs.join("; ")));
         }
     }
+}
+
+/// Hooks after the switch run in a complete release, whose unchanged files are hard links
+/// shared with other releases: a file rewritten in place changed in those too (the release
+/// a rollback would go back to included).
+fn changed_shared_warning(what: &str, changed: &[String]) -> Option<String> {
+    let first = changed.first()?;
+    let more = match changed.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    Some(format!(
+        "{what} rewrote {first}{more} in place; it is a hard link shared with other releases, which changed too: write a new file and rename it over the old one, or keep such files in [shared]"
+    ))
 }

@@ -326,7 +326,11 @@ impl LocalHost {
             .iter()
             .position(|f| f.release == *release)
             .ok_or_else(|| not_started(release))?;
-        let filling = session.filling.remove(at);
+        let mut filling = session.filling.remove(at);
+        if !filling.opts.writable.is_empty() && filling.opts.writable_user.is_none() {
+            filling.opts.writable_user = self.pool_user();
+        }
+        let session = self.session_mut()?;
         let job = StageJob {
             release,
             previous: filling.previous.as_ref(),
@@ -347,8 +351,9 @@ impl LocalHost {
         Ok(Finished { stats, assets })
     }
 
-    /// Runs one phase's commands in the directory the phase names (`HookPhase`).
-    pub fn run_hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+    /// Runs one phase's commands in the directory the phase names (`HookPhase`); returns
+    /// the files shared with other releases they changed in place.
+    pub fn run_hooks(&mut self, request: &HooksRequest) -> Result<Vec<String>, HostError> {
         request
             .validate()
             .map_err(|(message, hint)| HostError::usage(message, hint))?;
@@ -363,8 +368,18 @@ impl LocalHost {
                 }
                 release_dir
             }
+            // Only ever the live release: the one just switched to, or gone back to.
             HookPhase::AfterSwitch | HookPhase::AfterRollback => {
                 deploy.require_release(&request.release)?;
+                if deploy.current_release()?.as_ref() != Some(&request.release) {
+                    return Err(HostError::usage(
+                        format!(
+                            "{} hooks for `{}`, which is not the current release",
+                            request.phase, request.release
+                        ),
+                        "this is a bug in the deploying cutover",
+                    ));
+                }
                 release_dir
             }
             // The release still served, where `php artisan up` and the like belong.
@@ -373,6 +388,8 @@ impl LocalHost {
                 None => deploy.root().to_path_buf(),
             },
         };
+        // A complete release shares its unchanged files with others.
+        let watch_shared = request.phase != HookPhase::BeforeSwitch && dir != deploy.root();
         let mut env = HookEnv::new(
             deploy,
             &request.release,
@@ -382,14 +399,15 @@ impl LocalHost {
         if let Some(step) = &request.failed_step {
             env = env.with("CUTOVER_FAILED_STEP", step.clone());
         }
-        cutover_core::hooks::run(
+        let changed = cutover_core::hooks::run(
             request.phase,
             &request.commands,
             &dir,
             &env,
+            watch_shared,
             observer.as_ref(),
         )?;
-        Ok(())
+        Ok(changed.iter().map(|p| p.display().to_string()).collect())
     }
 
     /// Before any file of a stage: the shared files exist (their directories are made),
@@ -435,25 +453,17 @@ impl LocalHost {
             host: session.host.clone(),
             writable: spec.writable.clone(),
             writable_mode: spec.writable_mode,
-            writable_user: self.writable_user(spec)?,
+            // Asked of the pool only when the release is completed (never in a dry run).
+            writable_user: spec.writable_user.clone(),
             ..DeployOptions::new(source)
         })
     }
 
-    /// `writable_user`, else the user this host's pool runs as, else www-data.
-    fn writable_user(&self, spec: &StageSpec) -> Result<String, HostError> {
-        if let Some(user) = &spec.writable_user {
-            return Ok(user.clone());
-        }
-        let session = self.session()?;
-        let pool_user = match (&session.pool, spec.writable.is_empty()) {
-            (Some(pool), false) => pool
-                .pool(&session.deploy)
-                .ok()
-                .and_then(|pool| pool.status().ok()?.user),
-            _ => None,
-        };
-        Ok(pool_user.unwrap_or_else(|| cutover_core::writable::DEFAULT_USER.to_string()))
+    /// The user this host's pool runs as, when a pool is configured and answers.
+    fn pool_user(&self) -> Option<String> {
+        let session = self.session.as_ref()?;
+        let pool = session.pool.as_ref()?.pool(&session.deploy).ok()?;
+        pool.status().ok()?.user
     }
 
     pub fn switch(&mut self, request: &SwitchRequest) -> Result<Switched, HostError> {
@@ -519,8 +529,14 @@ impl LocalHost {
         Ok(())
     }
 
+    /// Drops a release this session staged; any other is refused (the release `current`
+    /// replaced must survive whatever the other end asks).
     pub fn discard(&mut self, release: &ReleaseId) -> Result<(), HostError> {
         let session = self.session_mut()?;
+        if !session.pending.contains(release) {
+            return Err(not_started(release));
+        }
+        session.filling.retain(|f| f.release != *release);
         let (deploy, mode) = session.changing()?;
         deploy::discard_release(deploy, release, mode)?;
         session.pending.retain(|id| id != release);
@@ -585,7 +601,7 @@ impl Host for LocalHost {
         self.stage_tree(order, tree)
     }
 
-    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+    fn hooks(&mut self, request: &HooksRequest) -> Result<Vec<String>, HostError> {
         self.run_hooks(request)
     }
 

@@ -33,8 +33,9 @@ pub trait Host: Send {
     /// Starts `tree` as `order.release` at its final path, unfinished (with `dry_run`:
     /// only counts).
     fn stage(&mut self, order: &StageOrder<'_>, tree: &SourceTree) -> Result<Staged, HostError>;
-    /// Runs one hook phase's commands for this host.
-    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError>;
+    /// Runs one hook phase's commands for this host; returns the files shared with other
+    /// releases (hard links) they changed in place.
+    fn hooks(&mut self, request: &HooksRequest) -> Result<Vec<String>, HostError>;
     /// Completes a started release: from now on it can be switched to.
     fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError>;
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError>;

@@ -194,9 +194,14 @@ impl Host for RemoteHost {
         }
     }
 
-    fn hooks(&mut self, request: &HooksRequest) -> Result<(), HostError> {
+    fn hooks(&mut self, request: &HooksRequest) -> Result<Vec<String>, HostError> {
         match self.call(&Request::Hooks(Box::new(request.clone())))? {
-            Reply::HooksRan => Ok(()),
+            // Only ever shown: a few, each kept short.
+            Reply::HooksRan { changed_shared } => Ok(changed_shared
+                .into_iter()
+                .take(20)
+                .map(|path| path.chars().take(200).collect())
+                .collect()),
             other => Err(self.unexpected("hooks_ran", &other)),
         }
     }
