@@ -552,4 +552,143 @@ mod tests {
             "a frame cut short must not pass as the end"
         );
     }
+
+    /// Feeds raw bytes (requests and content streams) to a session; its replies by name,
+    /// a failure with its message.
+    fn raw_session(bytes: &[u8]) -> Vec<String> {
+        let mut output = Vec::new();
+        let _ = super::serve(&mut &bytes[..], &mut output);
+        let mut replies = Vec::new();
+        let mut rest = output.as_slice();
+        while let Ok(reply) = recv::<Reply>(&mut rest, &Limits::DEFAULT) {
+            replies.push(match reply {
+                Reply::Failed(f) => format!("failed: {}", f.message),
+                other => other.name().to_string(),
+            });
+        }
+        replies
+    }
+
+    /// A stage of `id` with an empty manifest, then its (empty) content stream.
+    fn push_stage(bytes: &mut Vec<u8>, id: &str, hooks_follow: bool) {
+        let spec = StageSpec {
+            release_file: "RELEASE".into(),
+            hooks_follow,
+            ..StageSpec::default()
+        };
+        send(
+            bytes,
+            &Request::Stage(Box::new(StageRequest {
+                release: ReleaseId::parse(id).unwrap(),
+                manifest: ManifestPayload::Full(Manifest::default()),
+                spec,
+                source: Source::default(),
+                dry_run: false,
+            })),
+        )
+        .unwrap();
+        cutover_protocol::ContentWriter::new(bytes)
+            .unwrap()
+            .finish()
+            .unwrap();
+    }
+
+    fn id(text: &str) -> ReleaseId {
+        ReleaseId::parse(text).unwrap()
+    }
+
+    fn switch_to(release: &str) -> Request {
+        Request::Switch(cutover_protocol::SwitchRequest {
+            release: id(release),
+            rollback: false,
+            tentative: false,
+        })
+    }
+
+    fn after_switch(release: &str, run: &str) -> Request {
+        Request::Hooks(Box::new(cutover_protocol::HooksRequest {
+            phase: cutover_core::hooks::HookPhase::AfterSwitch,
+            release: id(release),
+            previous: None,
+            commands: vec![cutover_core::hooks::HookCommand {
+                run: run.into(),
+                timeout_ms: 5000,
+            }],
+            failed_step: None,
+        }))
+    }
+
+    /// What the other end asks is checked against what the session did: no switch to or
+    /// hooks in an unfinished release, no second finish, no abort of a release this
+    /// session did not stage.
+    #[test]
+    fn the_agent_refuses_steps_out_of_order() {
+        let root = tempfile::tempdir().unwrap();
+        let deploy = root.path().join("dp");
+        let mut bytes = Vec::new();
+        send(&mut bytes, &hello()).unwrap();
+        send(&mut bytes, &open(&deploy)).unwrap();
+        push_stage(&mut bytes, "r1", true);
+        for request in [
+            switch_to("r1"),
+            after_switch("r1", "touch ran"),
+            Request::Finish { release: id("r1") },
+            Request::Finish { release: id("r1") },
+            after_switch("r1", "touch ran"),
+            switch_to("r1"),
+            after_switch("r1", "touch ran"),
+        ] {
+            send(&mut bytes, &request).unwrap();
+        }
+        let replies = raw_session(&bytes);
+        assert_eq!(
+            replies[..4],
+            ["hello", "opened", "need", "staged"],
+            "{replies:?}"
+        );
+        let rest = &replies[4..];
+        assert!(rest[0].starts_with("failed: no release `r1`"), "{rest:?}");
+        assert!(rest[1].starts_with("failed: no release `r1`"), "{rest:?}");
+        assert_eq!(rest[2], "finished");
+        assert!(rest[3].contains("not started in this session"), "{rest:?}");
+        assert!(rest[4].contains("not the current release"), "{rest:?}");
+        assert_eq!(rest[5..], ["switched", "hooks_ran"], "{rest:?}");
+        assert!(deploy.join("releases/r1/ran").exists());
+
+        // A second session may not drop a release it did not stage.
+        let replies = session(&[hello(), open(&deploy), Request::Abort { release: id("r1") }]);
+        assert!(
+            matches!(replies.last(), Some(Reply::Failed(f)) if f.message.contains("not started in this session")),
+            "{replies:?}"
+        );
+        assert!(deploy.join("releases/r1").is_dir());
+    }
+
+    /// The pool's scripts are written where `Open` says: never outside the deploy path.
+    #[test]
+    fn an_open_naming_a_script_dir_outside_the_deploy_path_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let deploy = root.path().join("dp");
+        let outside = root.path().join("outside");
+        let mut refresh = cutover_refresh::RefreshSpec::default();
+        refresh.pool = Some(cutover_refresh::PoolSpec {
+            fpm: "127.0.0.1:9".into(),
+            chroot: None,
+            script_dir: Some(outside.clone()),
+            timeout_ms: 200,
+        });
+        let open = Request::Open(Box::new(OpenRequest {
+            host: "web1".into(),
+            path: deploy.clone(),
+            access: Access::Read,
+            refresh,
+            assets: cutover_core::assets::AssetOptions::none(),
+        }));
+        let replies = session(&[hello(), open]);
+        assert!(
+            matches!(replies.last(), Some(Reply::Failed(f)) if f.message.contains("outside the deploy path")),
+            "{replies:?}"
+        );
+        assert!(!outside.exists() && !deploy.exists());
+    }
 }

@@ -438,3 +438,51 @@ fn releasing_the_lock_lets_a_waiting_deploy_finish() {
         "<?php echo 2;"
     );
 }
+
+/// `--role` picks hosts of [hosts]; a role no host has, a selection that leaves no host,
+/// or `--role` without [hosts] is refused before any host is contacted.
+#[test]
+fn role_selections_that_pick_no_host_are_refused() {
+    let sb = Sandbox::new();
+    sb.write("index.php", "<?php echo 1;");
+    let hosts = sb.path().join("hosts");
+    let config = sb.config(
+        "roles.toml",
+        &format!(
+            "[hosts.a]\npath = {:?}\nroles = [\"db\"]\n\n[hosts.b]\npath = {:?}\nroles = [\"web\"]\n",
+            hosts.join("a").display().to_string(),
+            hosts.join("b").display().to_string()
+        ),
+    );
+    let src = sb.src_arg();
+    let run = |args: &[&str]| {
+        let mut all = vec!["deploy", src.as_str(), "--config", config.as_str()];
+        all.extend_from_slice(args);
+        sb.run(&all)
+    };
+    assert_refused(
+        &run(&["--role", "web", "--host", "a"]),
+        2,
+        &["--host", "--role"],
+        "roles",
+    );
+    assert_refused(
+        &run(&["--role", "search"]),
+        2,
+        &["role `search`"],
+        "db, web",
+    );
+    assert!(!hosts.exists(), "no host was touched");
+    let plain = sb.config("plain.toml", "");
+    let out = sb.run(&[
+        "deploy",
+        &src,
+        "--to",
+        &sb.to(),
+        "--config",
+        &plain,
+        "--role",
+        "web",
+    ]);
+    assert_refused(&out, 2, &["--role"], "roles");
+}
