@@ -670,13 +670,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let deploy = root.path().join("dp");
         let outside = root.path().join("outside");
-        let mut refresh = cutover_refresh::RefreshSpec::default();
-        refresh.pool = Some(cutover_refresh::PoolSpec {
-            fpm: "127.0.0.1:9".into(),
-            chroot: None,
-            script_dir: Some(outside.clone()),
-            timeout_ms: 200,
-        });
+        let refresh = cutover_refresh::RefreshSpec {
+            pool: Some(cutover_refresh::PoolSpec {
+                fpm: "127.0.0.1:9".into(),
+                chroot: None,
+                script_dir: Some(outside.clone()),
+                timeout_ms: 200,
+            }),
+            ..Default::default()
+        };
         let open = Request::Open(Box::new(OpenRequest {
             host: "web1".into(),
             path: deploy.clone(),
