@@ -4,6 +4,7 @@
 mod diagnose;
 mod error;
 mod hooks;
+pub mod preset;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -238,6 +238,9 @@ pub struct InitArgs {
     /// Overwrite an existing cutover.toml.
     #[arg(long)]
     pub force: bool,
+    /// laravel, symfony, wordpress or generic; default: told by the app's files.
+    #[arg(long, value_name = "NAME", value_parser = ["laravel", "symfony", "wordpress", "generic"])]
+    pub preset: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -21,6 +21,7 @@ mod test_lifecycle;
 mod test_lint;
 mod test_php;
 mod test_pipeline;
+mod test_presets;
 mod test_refresh;
 mod test_switch_atomicity;
 mod test_verify;

@@ -500,7 +500,11 @@ fn init_writes_a_config_deploy_accepts_and_refuses_to_overwrite() {
     let out = sb.run(&["init", "conf", "--json"]);
     assert_eq!(exit_code(&out), 0, "{}", text(&out));
     let docs = json_documents(&out);
-    assert_eq!(keys(&docs[0]), key_set(&["config"]));
+    assert_eq!(
+        keys(&docs[0]),
+        key_set(&["config", "preset", "why", "shared_files", "content"])
+    );
+    assert_eq!(docs[0]["preset"], "generic");
     let config = sb.path().join("conf/cutover.toml");
     let template = std::fs::read_to_string(&config).unwrap();
     assert!(template.contains("[deploy]"), "{template}");
