@@ -1,13 +1,13 @@
 //! Deploys to several hosts over real ssh: private sshd instances on 127.0.0.1 (own host
 //! keys, own client key and known_hosts, strict host key checking), one deploy path each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use cutover_teststack::SshHosts;
 
-use crate::common::{exit_code, stderr, text, wait_until, Sandbox};
+use crate::common::{exit_code, stderr, text, wait_until, write, Sandbox};
 
 const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
 
@@ -1051,4 +1051,105 @@ fn a_git_ref_is_deployed_to_every_host_with_its_commit_in_each_history() {
             "<?php echo 'tagged';\n"
         );
     }
+}
+
+/// A Laravel-shaped app, after `cutover init` and one deploy to three hosts: the config
+/// cache names `releases/<id>`, migrations ran once across the hosts, `queue:restart` ran
+/// on every host after the switch, `storage` and `.env` are shared and `storage` is
+/// writable for the pool's user (www-data: no pool is configured here).
+#[test]
+fn the_laravel_preset_on_three_hosts() {
+    use crate::test_presets::{ARTISAN, COMPOSER};
+    let fleet = Fleet::start();
+    let sb = &fleet.sb;
+    sb.write("artisan", ARTISAN);
+    sb.write(
+        "composer.json",
+        r#"{"require": {"laravel/framework": "^11.0"}}"#,
+    );
+    sb.write("public/index.php", "<?php echo 'shop';\n");
+    let report = sb.json(&["init", &sb.src_arg()]);
+    assert_eq!(report["preset"], "laravel", "{report}");
+    let composer = sb.path().join("bin/composer");
+    write(&composer, COMPOSER);
+    std::fs::set_permissions(
+        &composer,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The preset as written, with this fleet's hosts (and the composer stand-in).
+    let preset = std::fs::read_to_string(sb.src().join("cutover.toml"))
+        .unwrap()
+        .replace(
+            "\"composer install",
+            &format!("\"{} install", composer.display()),
+        );
+    let hosts = std::fs::read_to_string(fleet.config("hosts.toml", "")).unwrap();
+    let config = sb.config("laravel.toml", &merge_tables(&preset, &hosts));
+    for host in HOSTS {
+        write(
+            &fleet.host_path(host).join("shared/.env"),
+            "APP_ENV=production\n",
+        );
+    }
+    let release = fleet.deploy_release(&config);
+    fleet.assert_all_on(&release);
+
+    let mut migrated = 0;
+    for host in HOSTS {
+        let root = std::fs::canonicalize(fleet.host_path(host)).unwrap();
+        let dir = root.join("releases").join(&release);
+        let cached = std::fs::read_to_string(dir.join("bootstrap/cache/config.php")).unwrap();
+        assert!(
+            cached.contains(&format!("'{}'", dir.display())),
+            "{host}: {cached}"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.join(".env")).unwrap(),
+            Path::new("../../shared/.env")
+        );
+        let storage = root.join("shared/storage");
+        assert_eq!(
+            std::fs::read_link(dir.join("storage")).unwrap(),
+            Path::new("../../shared/storage")
+        );
+        migrated += std::fs::read_to_string(storage.join("migrations.log"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert_eq!(
+            std::fs::read_to_string(storage.join("queue-restarts.log")).unwrap(),
+            format!("{host} {release} releases/{release}\n")
+        );
+        let acl = Command::new("getfacl")
+            .arg("-p")
+            .arg(&storage)
+            .output()
+            .unwrap();
+        let acl = String::from_utf8_lossy(&acl.stdout).into_owned();
+        assert!(acl.contains("user:www-data:rwx"), "{host}: {acl}");
+    }
+    assert_eq!(migrated, 1, "migrations ran once across the hosts");
+}
+
+/// `base` with the tables of `extra` added, a table both have ([deploy]) merged.
+fn merge_tables(base: &str, extra: &str) -> String {
+    let mut doc: toml_edit::DocumentMut = base.parse().unwrap();
+    let extra: toml_edit::DocumentMut = extra.parse().unwrap();
+    for (key, item) in extra.iter() {
+        match (
+            doc.get_mut(key).and_then(|i| i.as_table_mut()),
+            item.as_table(),
+        ) {
+            (Some(table), Some(more)) => {
+                for (k, v) in more.iter() {
+                    table.insert(k, v.clone());
+                }
+            }
+            _ => {
+                doc.insert(key, item.clone());
+            }
+        }
+    }
+    doc.to_string()
 }

@@ -15,7 +15,7 @@ use cutover_teststack::{make_readable_by_workers, FpmOptions, Nginx, NginxOption
 use crate::common::*;
 
 /// Laravel's artisan, as far as a deploy sees it.
-const ARTISAN: &str = r#"<?php
+pub(crate) const ARTISAN: &str = r#"<?php
 // A stand-in for Laravel's artisan: records each call, writes what the real command writes.
 $app = __DIR__;
 $cmd = $argv[1] ?? '';
@@ -106,7 +106,7 @@ echo $ok ? 'written' : 'refused';
 "#;
 
 /// A stand-in for composer: records the call and writes the autoloader.
-const COMPOSER: &str = "#!/bin/sh\necho \"$*\" >> composer-calls.log\nmkdir -p vendor\necho '<?php' > vendor/autoload.php\n";
+pub(crate) const COMPOSER: &str = "#!/bin/sh\necho \"$*\" >> composer-calls.log\nmkdir -p vendor\necho '<?php' > vendor/autoload.php\n";
 
 struct App {
     sb: Sandbox,
