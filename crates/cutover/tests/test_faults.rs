@@ -363,10 +363,10 @@ fn a_sparse_file_stays_sparse() {
     assert!(bytes[4..bytes.len() - 4].iter().all(|b| *b == 0));
 }
 
-/// A deploy that cannot move its staged release into `releases/` leaves the history
-/// saying so: the `staged` event is followed by `removed`, and nothing is listed.
+/// A deploy that cannot create its release in `releases/` fails before anything names it:
+/// no history event, no unfinished marker left, nothing listed.
 #[test]
-fn a_release_that_could_not_be_moved_into_releases_is_not_left_in_the_history() {
+fn a_release_that_could_not_be_created_in_releases_leaves_nothing_behind() {
     let sb = Sandbox::new();
     sb.write("public/index.php", "<?php echo 1;");
     sb.deploy_ids(&["a"]);
@@ -403,8 +403,9 @@ fn a_release_that_could_not_be_moved_into_releases_is_not_left_in_the_history() 
             )
         })
         .collect();
-    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["staged", "removed"], "{events:?}");
+    // It never started: the history never names it, and nothing marks it unfinished.
+    assert!(events.is_empty(), "{events:?}");
+    assert!(unfinished_left(&sb.deploy()).is_empty());
     assert_eq!(sb.current().as_deref(), Some("a"));
     assert_eq!(sb.releases(), ["a"]);
 }
