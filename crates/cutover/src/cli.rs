@@ -65,6 +65,13 @@ pub enum Command {
     /// Find includes in PHP source whose paths can resolve through the deploy symlink into
     /// another release mid-request (absolute paths, DOCUMENT_ROOT, include_path, …).
     Lint(LintArgs),
+    /// Print completions for a shell: `cutover completions bash > /etc/bash_completion.d/cutover`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `cutover man > /usr/local/share/man/man1/cutover.1`.
+    Man,
     /// The remote end of a [hosts] deploy, run by cutover itself over ssh: speaks a framed
     /// protocol on stdin/stdout. Not for use by hand.
     #[command(hide = true)]

@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         Command::Doctor(args) => commands::doctor::doctor(args, global, printer),
         Command::Config(command) => commands::config::config(command, global, printer),
         Command::Lint(args) => commands::lint::lint(args, printer),
+        Command::Completions { shell } => commands::completions::completions(*shell),
+        Command::Man => commands::man::man(),
         Command::Agent => commands::agent::agent(),
     };
     match result {

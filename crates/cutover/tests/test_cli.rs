@@ -592,3 +592,35 @@ fn every_example_in_the_init_template_is_valid() {
     assert_eq!(deploy["source"]["path"], src_real, "{deploy}");
     assert!(!sb.deploy().exists());
 }
+
+/// Completions and the man page come from the CLI definition itself: every command is in
+/// them, a flag added yesterday too.
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sb.run(&["completions", shell]);
+        assert_eq!(exit_code(&out), 0, "{}", text(&out));
+        let script = stdout(&out);
+        for word in ["deploy", "rollback", "releases", "role", "preset"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = sb.run(&["man"]);
+    assert_eq!(exit_code(&out), 0, "{}", text(&out));
+    let page = stdout(&out);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH cutover 1"),
+        "{page}"
+    );
+    for word in ["deploy", "rollback", "verify", "doctor"] {
+        assert!(page.contains(word), "man: no {word}");
+    }
+    let out = sb.run(&["completions", "tcsh"]);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(
+        stderr(&out).contains("possible values: bash"),
+        "{}",
+        text(&out)
+    );
+}
