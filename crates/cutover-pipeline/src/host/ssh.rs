@@ -446,7 +446,10 @@ mod tests {
         assert_eq!(split("[::1]"), ("::1", None));
         assert_eq!(split("web1:ssh"), ("web1:ssh", None));
         assert_eq!(split("deploy@[::1]:2222"), ("deploy@::1", Some("2222")));
-        assert_eq!(split("deploy@[fe80::1%eth0]"), ("deploy@fe80::1%eth0", None));
+        assert_eq!(
+            split("deploy@[fe80::1%eth0]"),
+            ("deploy@fe80::1%eth0", None)
+        );
     }
 
     #[test]
