@@ -40,8 +40,8 @@ impl HookSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookEntry {
     pub run: String,
-    /// On exactly one host: the first in `[hosts]` order with one of `roles` (any host
-    /// when `roles` is empty).
+    /// On exactly one host: the first in host order (`[inventory]`, then `[hosts]`) with
+    /// one of `roles` (any host when `roles` is empty).
     pub once: bool,
     /// Only on hosts that have one of these roles.
     pub roles: Vec<String>,

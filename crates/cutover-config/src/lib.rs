@@ -75,10 +75,37 @@ pub struct Config {
     pub health: HealthSettings,
     #[serde(deserialize_with = "table")]
     pub ssh: SshSettings,
-    /// `[hosts.<name>]`; empty means the deploy path is on this machine.
+    /// `[hosts.<name>]`; empty (and no `[inventory]`) means the deploy path is on this machine.
     #[serde(deserialize_with = "table")]
     pub hosts: BTreeMap<String, HostSettings>,
+    #[serde(deserialize_with = "table")]
+    pub inventory: InventorySettings,
 }
+
+/// `[inventory]`: hosts from an Ansible inventory, merged with `[hosts]` by the binary
+/// (which runs the command); this crate only reads and checks the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventorySettings {
+    /// Prints Ansible's JSON inventory, e.g. `ansible-inventory -i hosts.ini --list`; run
+    /// with `sh -c` in the config file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// How long `command` may run (default 30s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl InventorySettings {
+    /// `timeout`, or [`DEFAULT_INVENTORY_TIMEOUT`].
+    pub fn timeout(&self) -> std::time::Duration {
+        hooks::parse_timeout(self.timeout.as_deref()).unwrap_or(DEFAULT_INVENTORY_TIMEOUT)
+    }
+}
+
+/// `[inventory] timeout`: `ansible-inventory` takes about a second; a dynamic inventory
+/// asking a cloud API may take longer, but never minutes.
+pub const DEFAULT_INVENTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `[ssh]`: how every host is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,6 +100,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
             Problem::new(&["hooks", "timeout"], None, message, Some(hint))
         })?;
     }
+    inventory(config)?;
     if let Some(index) = config.build.run.iter().position(|c| c.trim().is_empty()) {
         let message = "empty command in `build.run`".to_owned();
         return Err(Problem::new(&["build", "run"], Some(index), message, None));
@@ -117,7 +118,33 @@ fn check_timeout(text: &str) -> Result<(), (String, String)> {
     ))
 }
 
-/// Every hook entry: a command, a timeout that is one, roles some host has.
+fn inventory(config: &Config) -> Result<(), Problem> {
+    let inventory = &config.inventory;
+    if inventory
+        .command
+        .as_ref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        let message = "`inventory.command` is empty".to_owned();
+        let hint = "e.g. `ansible-inventory -i hosts.ini --list`";
+        return Err(Problem::new(
+            &["inventory", "command"],
+            None,
+            message,
+            Some(hint.to_owned()),
+        ));
+    }
+    if let Some(text) = &inventory.timeout {
+        check_timeout(text).map_err(|(message, hint)| {
+            Problem::new(&["inventory", "timeout"], None, message, Some(hint))
+        })?;
+    }
+    Ok(())
+}
+
+/// Every hook entry: a command, a timeout that is one, roles some host has (with an
+/// `[inventory]`, hosts and their roles are known only once it ran: the binary checks
+/// roles then).
 fn hooks(config: &Config) -> Result<(), Problem> {
     let host_roles: Vec<&String> = config.hosts.values().flat_map(|h| &h.roles).collect();
     for (phase, entries) in config.hooks.phases() {
@@ -133,7 +160,10 @@ fn hooks(config: &Config) -> Result<(), Problem> {
                 check_timeout(text).map_err(|(m, h)| problem(m, Some(h)))?;
             }
             for role in &entry.roles {
-                if config.hosts.is_empty() || host_roles.contains(&role) {
+                if config.hosts.is_empty()
+                    || config.inventory.command.is_some()
+                    || host_roles.contains(&role)
+                {
                     continue;
                 }
                 let mut known: Vec<&str> = host_roles.iter().map(|r| r.as_str()).collect();

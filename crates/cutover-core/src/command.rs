@@ -86,11 +86,7 @@ pub fn run(
     if status.success() {
         return Ok(());
     }
-    let status = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "failed".to_string(),
-    };
+    let status = describe(status);
     Err(Error::CommandFailed {
         phase,
         command: script.to_string(),
@@ -99,8 +95,117 @@ pub fn run(
     })
 }
 
+/// What [`capture`] got from a command that ended by itself.
+#[derive(Debug)]
+pub struct Captured {
+    /// `exited with status 3`, `was killed by signal 9`; `None` on success.
+    pub failure: Option<String>,
+    /// Everything it printed on stdout, when that was at most the limit asked for.
+    pub stdout: Vec<u8>,
+    /// Whether stdout was longer than the limit (and `stdout` is cut there).
+    pub stdout_overflow: bool,
+    /// The last lines it printed on stderr.
+    pub stderr_tail: Vec<String>,
+}
+
+/// Runs `script` with `sh -c` in `dir` and keeps its stdout (up to `max_stdout` bytes)
+/// apart from its stderr: for a command whose output cutover reads, like an inventory.
+/// Its process group is killed when it ends or at `timeout` (then `CommandTimedOut`),
+/// as for [`run`]; stdin is `/dev/null`.
+pub fn capture(
+    phase: &'static str,
+    script: &str,
+    dir: &Path,
+    timeout: Duration,
+    max_stdout: usize,
+) -> Result<Captured> {
+    use std::io::Read;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("read _go || exit 125; exec sh -c \"$0\" </dev/null")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
+    drop(command);
+    let group = child.id();
+    let guard = GroupGuard::start(group);
+    if let Some(mut go) = child.stdin.take() {
+        use std::io::Write;
+        let _ = go.write_all(b"go\n");
+    }
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let (status, (out, overflow), tail, in_time) = std::thread::scope(|scope| {
+        let reading = scope.spawn(move || {
+            let mut out = Vec::new();
+            let mut overflow = false;
+            if let Some(mut pipe) = stdout {
+                // One byte past the limit tells "exactly the limit" from "more"; the rest
+                // is drained, so a command printing too much ends instead of blocking.
+                let limit = max_stdout as u64 + 1;
+                let _ = (&mut pipe).take(limit).read_to_end(&mut out);
+                if out.len() > max_stdout {
+                    out.truncate(max_stdout);
+                    overflow = true;
+                    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+                }
+            }
+            (out, overflow)
+        });
+        let tailing = scope.spawn(move || match stderr {
+            Some(pipe) => read_output(pipe, &crate::stage::Silent),
+            None => VecDeque::new(),
+        });
+        let in_time = wait_exited(group, Some(deadline));
+        kill_group(group);
+        let status = child.wait();
+        drop(guard);
+        (
+            status,
+            reading.join().unwrap_or_default(),
+            tailing.join().unwrap_or_default(),
+            in_time,
+        )
+    });
+    if !in_time {
+        return Err(Error::CommandTimedOut {
+            phase,
+            command: script.to_string(),
+            limit: humantime_like(timeout),
+            tail: tail.into(),
+        });
+    }
+    let status = status.ctx("wait for a command in", dir)?;
+    let failure = (!status.success()).then(|| describe(status));
+    Ok(Captured {
+        failure,
+        stdout: out,
+        stdout_overflow: overflow,
+        stderr_tail: tail.into(),
+    })
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_string(),
+    }
+}
+
 /// The command's output, line by line to the observer; the last lines are kept.
-fn read_output(reader: std::io::PipeReader, observer: &dyn Observer) -> VecDeque<String> {
+fn read_output(reader: impl std::io::Read, observer: &dyn Observer) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     let mut lines = BufReader::new(reader);
     let mut buf = Vec::new();
@@ -241,6 +346,60 @@ mod tests {
             text.contains("started"),
             "the output so far is shown: {text}"
         );
+    }
+
+    #[test]
+    fn capture_keeps_stdout_apart_from_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "echo out; echo err >&2; pwd >&2";
+        let got = capture(
+            "inventory",
+            script,
+            dir.path(),
+            Duration::from_secs(10),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(got.failure, None);
+        assert_eq!(got.stdout, b"out\n");
+        assert!(!got.stdout_overflow);
+        assert_eq!(got.stderr_tail[0], "err");
+        let failed = capture(
+            "inventory",
+            "echo no >&2; exit 4",
+            dir.path(),
+            Duration::from_secs(10),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(failed.failure.as_deref(), Some("exited with status 4"));
+        assert_eq!(failed.stderr_tail, ["no"]);
+    }
+
+    #[test]
+    fn capture_bounds_output_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = capture(
+            "inventory",
+            "head -c 300000 /dev/zero",
+            dir.path(),
+            Duration::from_secs(10),
+            100,
+        )
+        .unwrap();
+        assert!(big.stdout_overflow);
+        assert_eq!(big.stdout.len(), 100);
+        let started = std::time::Instant::now();
+        let err = capture(
+            "inventory",
+            "sleep 30 & wait",
+            dir.path(),
+            Duration::from_millis(300),
+            100,
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(matches!(err, Error::CommandTimedOut { .. }), "{err}");
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub enum ConfigCommand {
     Apache(ConfigArgs),
     /// A php-fpm pool and [global] section: process_control_timeout, OPcache settings.
     Fpm(ConfigArgs),
+    /// The hosts commands act on, as [inventory] and [hosts] resolve them, in the order
+    /// `once` hooks pick from: ssh destination, deploy path, roles.
+    Hosts,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,12 @@ impl CommandError {
         self
     }
 
+    /// "caused by:" lines, e.g. what a failed command printed on stderr.
+    pub fn with_causes(mut self, causes: impl IntoIterator<Item = String>) -> Self {
+        self.causes.extend(causes);
+        self
+    }
+
     pub fn with_hints(mut self, hints: impl IntoIterator<Item = String>) -> Self {
         self.hints.extend(hints);
         self

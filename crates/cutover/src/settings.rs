@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cutover_config::Config;
+use cutover_config::{Config, HostSettings};
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
 use cutover_core::history::Source;
@@ -16,6 +16,7 @@ use cutover_refresh::RefreshSpec;
 
 use crate::cli::{ChangeArgs, DeployArgs, GlobalArgs, TargetArgs};
 use crate::error::{CommandError, Result};
+use crate::inventory;
 
 pub const CONFIG_FILE: &str = "cutover.toml";
 
@@ -41,22 +42,24 @@ pub fn load_config_near(global: &GlobalArgs, source: Option<&Path>) -> Result<Co
 }
 
 /// The hosts a command acts on, each resolved once: the deploy path of `--to` (or of
-/// `[deploy] path` without `[hosts]`) as a fleet of one on this machine, else the hosts
-/// of `[hosts]` (only those named with `--host`).
+/// `[deploy] path` without `[hosts]` and `[inventory]`) as a fleet of one on this machine,
+/// else the hosts of `[inventory]` and `[hosts]` (only those named with `--host`, or
+/// having a role given with `--role`).
 pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>> {
-    if config.hosts.is_empty() && !target.hosts.is_empty() {
+    let fleet = names_hosts(config);
+    if !fleet && !target.hosts.is_empty() {
         return Err(CommandError::usage(
-            "--host needs [hosts] in cutover.toml",
+            "--host needs [hosts] or [inventory] in cutover.toml",
             "add a [hosts.NAME] table per host, or leave out --host to act on --to",
         ));
     }
-    if (config.hosts.is_empty() || target.to.is_some()) && !target.roles.is_empty() {
+    if (!fleet || target.to.is_some()) && !target.roles.is_empty() {
         return Err(CommandError::usage(
-            "--role selects hosts of [hosts] in cutover.toml",
+            "--role selects hosts of [hosts] or [inventory] in cutover.toml",
             "give hosts `roles = [\"web\"]` in [hosts.NAME] and leave out --to",
         ));
     }
-    if config.hosts.is_empty() || target.to.is_some() {
+    if !fleet || target.to.is_some() {
         return Ok(vec![HostPlan {
             name: LOCAL_HOST.to_string(),
             roles: Vec::new(),
@@ -66,11 +69,13 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
             assets: asset_options(config),
         }]);
     }
+    let hosts = resolved_hosts(config)?;
+    let host = |name: &str| hosts.iter().find(|h| h.name == name);
     for name in &target.hosts {
-        if !config.hosts.contains_key(name) {
-            let known: Vec<&str> = config.hosts.keys().map(String::as_str).collect();
+        if host(name).is_none() {
+            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
             return Err(CommandError::usage(
-                format!("no host `{name}` in [hosts]"),
+                format!("no host `{name}` in [hosts] or [inventory]"),
                 format!("hosts in the config: {}", known.join(", ")),
             ));
         }
@@ -78,16 +83,15 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
     let ssh_cwd = config_dir(config).unwrap_or_else(|| PathBuf::from("."));
     let mut plans = Vec::new();
     for role in &target.roles {
-        if !config.hosts.values().any(|h| h.roles.contains(role)) {
-            let mut known: Vec<&str> = config
-                .hosts
-                .values()
-                .flat_map(|h| h.roles.iter().map(String::as_str))
+        if !hosts.iter().any(|h| h.settings.roles.contains(role)) {
+            let mut known: Vec<&str> = hosts
+                .iter()
+                .flat_map(|h| h.settings.roles.iter().map(String::as_str))
                 .collect();
             known.sort_unstable();
             known.dedup();
             return Err(CommandError::usage(
-                format!("no host in [hosts] has the role `{role}`"),
+                format!("no host in [hosts] or [inventory] has the role `{role}`"),
                 match known.as_slice() {
                     [] => "give hosts roles: `roles = [\"web\"]` in [hosts.NAME]".to_string(),
                     known => format!("roles in the config: {}", known.join(", ")),
@@ -95,7 +99,8 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
             ));
         }
     }
-    for (name, host) in &config.hosts {
+    for resolved in &hosts {
+        let (name, host) = (&resolved.name, &resolved.settings);
         if !target.hosts.is_empty() && !target.hosts.contains(name) {
             continue;
         }
@@ -152,6 +157,98 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
         ));
     }
     Ok(plans)
+}
+
+/// Whether cutover.toml names hosts (`[hosts]` or `[inventory]`) rather than one deploy
+/// path on this machine.
+pub fn names_hosts(config: &Config) -> bool {
+    !config.hosts.is_empty() || config.inventory.command.is_some()
+}
+
+/// The hosts of `[inventory]` and `[hosts]`, merged, in the order the `once` hooks pick
+/// from: the inventory's, then those only in `[hosts]` (by name). Runs the inventory's
+/// command, so it is called once per command, before any host is contacted.
+pub fn resolved_hosts(config: &Config) -> Result<Vec<inventory::Host>> {
+    let listed = match &config.inventory.command {
+        Some(command) => run_inventory(command, config)?,
+        None => Vec::new(),
+    };
+    let hosts = inventory::merge(listed, &config.hosts);
+    // What cutover-config checks for [hosts] alone, once the inventory's roles are known.
+    if config.inventory.command.is_some() {
+        for (phase, entries) in config.hooks.phases() {
+            for role in entries.iter().flat_map(|entry| &entry.roles) {
+                if !hosts.iter().any(|h| h.settings.roles.contains(role)) {
+                    return Err(CommandError::usage(
+                        format!("no host has the role `{role}` of a hook in `hooks.{phase}`"),
+                        "roles are the inventory's groups, or `roles` in [hosts.NAME]",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(hosts)
+}
+
+/// Runs `[inventory] command` in the config file's directory and reads its hosts. A
+/// command that fails or prints no JSON exits 1; JSON whose values break the rules of
+/// `[hosts]` is a bad config (2).
+fn run_inventory(command: &str, config: &Config) -> Result<Vec<(String, HostSettings)>> {
+    let dir = config_dir(config).unwrap_or_else(|| PathBuf::from("."));
+    let timeout = config.inventory.timeout();
+    let hint = format!(
+        "run it by hand in {} to see what it prints; nothing was contacted",
+        dir.display()
+    );
+    let captured =
+        cutover_core::command::capture("inventory", command, &dir, timeout, inventory::MAX_OUTPUT)
+            .map_err(|e| match e {
+                cutover_core::Error::CommandTimedOut { limit, tail, .. } => CommandError::failed(
+                    format!(
+            "inventory command `{command}` did not finish within {limit}; it was killed"
+        ),
+                )
+                .with_causes(tail)
+                .with_hint("raise [inventory] timeout if it is only slow; nothing was contacted"),
+                other => CommandError::from(other),
+            })?;
+    if let Some(failure) = captured.failure {
+        return Err(
+            CommandError::failed(format!("inventory command `{command}` {failure}"))
+                .with_causes(captured.stderr_tail)
+                .with_hint(hint),
+        );
+    }
+    if captured.stdout_overflow {
+        return Err(CommandError::failed(format!(
+            "inventory command `{command}` printed more than {} MiB",
+            inventory::MAX_OUTPUT >> 20
+        ))
+        .with_hint(hint));
+    }
+    let hosts = inventory::parse(&captured.stdout).map_err(|problem| match problem {
+        inventory::Problem::NotJson(why) => CommandError::failed(format!(
+            "inventory command `{command}` printed no JSON inventory: {why}"
+        ))
+        .with_causes(captured.stderr_tail.clone())
+        .with_hint(format!(
+            "it must print what `ansible-inventory -i FILE --list` prints; {hint}"
+        )),
+        inventory::Problem::Invalid(why) => CommandError::usage(
+            format!("inventory command `{command}`: {why}"),
+            hint.clone(),
+        ),
+    })?;
+    // ansible-inventory given a file it cannot read warns and lists no host: that must
+    // not become a deploy to the `[hosts]`-only hosts.
+    if hosts.is_empty() {
+        return Err(CommandError::usage(
+            format!("inventory command `{command}` lists no host"),
+            hint,
+        )
+        .with_causes(captured.stderr_tail));
+    }
+    Ok(hosts)
 }
 
 /// The name of the one host of a deploy path given with `--to`.

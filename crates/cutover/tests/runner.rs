@@ -16,6 +16,7 @@ mod test_faults;
 mod test_fleet;
 mod test_git_source;
 mod test_health;
+mod test_inventory;
 mod test_kill;
 mod test_lifecycle;
 mod test_lint;

@@ -561,6 +561,10 @@ fn every_example_in_the_init_template_is_valid() {
             if key == "repository" || key == "branch" {
                 return line.to_string();
             }
+            // An inventory's hosts would replace the deploy path (test_inventory covers it).
+            if line.contains("ansible-inventory") {
+                return line.to_string();
+            }
             uncommented += 1;
             if key == "path" {
                 format!("path = {:?}", sb.to())

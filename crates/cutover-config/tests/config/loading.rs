@@ -3,9 +3,10 @@ use std::path::{Path, PathBuf};
 use cutover_config::WritableMode;
 use cutover_config::{
     load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
-    PhpSettings, RefreshSettings, SharedSettings, SshSettings, DEFAULT_APACHE_COMMAND,
-    DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS, DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES,
-    DEFAULT_RELEASE_FILE, DEFAULT_WRITABLE_USER, TEMPLATE,
+    InventorySettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings,
+    DEFAULT_APACHE_COMMAND, DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS, DEFAULT_INVENTORY_TIMEOUT,
+    DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE,
+    DEFAULT_WRITABLE_USER, TEMPLATE,
 };
 
 #[test]
@@ -78,6 +79,11 @@ fn template_shows_every_key() {
             },
         ssh: SshSettings { options },
         hosts,
+        inventory:
+            InventorySettings {
+                command: inventory_command,
+                timeout: inventory_timeout,
+            },
     } = config;
     let web1 = &hosts["web1"];
     let HostSettings {
@@ -112,6 +118,12 @@ fn template_shows_every_key() {
         assert!(!list.is_empty());
     }
     assert!(!roles.is_empty());
+    assert!(inventory_command.is_some());
+    assert_eq!(inventory_timeout.as_deref(), Some("30s"));
+    assert_eq!(
+        DEFAULT_INVENTORY_TIMEOUT,
+        std::time::Duration::from_secs(30)
+    );
 
     // The examples that show a default show the real one.
     assert_eq!(keep_releases, Some(DEFAULT_KEEP_RELEASES));
@@ -280,4 +292,49 @@ fn the_readme_examples_parse() {
         rest = &body[end..];
     }
     assert!(examples >= 3, "only {examples} examples found");
+}
+
+#[test]
+fn an_inventory_is_a_command_with_a_timeout_and_defers_the_role_check() {
+    let text = r#"
+[inventory]
+command = "ansible-inventory -i hosts.ini --list"
+
+[hooks]
+before_switch = [{ run = "php artisan migrate --force", once = true, roles = ["db"] }]
+"#;
+    let config = parse(text, Path::new("cutover.toml")).unwrap();
+    assert_eq!(
+        config.inventory.command.as_deref(),
+        Some("ansible-inventory -i hosts.ini --list")
+    );
+    assert_eq!(config.inventory.timeout(), DEFAULT_INVENTORY_TIMEOUT);
+
+    let timed = format!("{text}\n[inventory.x]\n");
+    assert!(parse(&timed, Path::new("cutover.toml")).is_err());
+    let timed = text.replace("--list\"", "--list\"\ntimeout = \"5s\"");
+    let config = parse(&timed, Path::new("cutover.toml")).unwrap();
+    assert_eq!(
+        config.inventory.timeout(),
+        std::time::Duration::from_secs(5)
+    );
+
+    for (from, to, message) in [
+        (
+            "ansible-inventory -i hosts.ini --list",
+            " ",
+            "`inventory.command` is empty",
+        ),
+        (
+            "--list\"",
+            "--list\"\ntimeout = \"2d\"",
+            "`2d` is not a duration",
+        ),
+        ("command", "comand", "comand"),
+    ] {
+        let err = parse(&text.replace(from, to), Path::new("cutover.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{err}");
+    }
 }

@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::{
     parse, BuildSettings, Config, DeploySettings, HealthSettings, HookEntry, HookSettings,
-    HostSettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings, TEMPLATE,
+    HostSettings, InventorySettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings,
+    TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -152,23 +153,38 @@ fn config() -> impl Strategy<Value = Config> {
         });
     let hosts = prop::collection::btree_map("[a-z][a-z0-9_-]{0,6}", host, 0..4);
     let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings { options });
-    (deploy, shared(), commands(), commands(), ssh, hosts).prop_map(
-        |(deploy, shared, run, before_switch, ssh, hosts)| Config {
-            ssh,
-            hosts,
-            origin: Some(PathBuf::from("cutover.toml")),
-            deploy,
-            shared,
-            build: BuildSettings { run },
-            hooks: HookSettings {
-                before_switch: before_switch.into_iter().map(HookEntry::command).collect(),
-                ..HookSettings::default()
-            },
-            php: PhpSettings::default(),
-            refresh: RefreshSettings::default(),
-            health: HealthSettings::default(),
-        },
+    let inventory = (
+        prop::option::of("[a-z][a-z -]{0,20}"),
+        prop::option::of("[1-9][0-9]{0,2}(s|m)"),
     )
+        .prop_map(|(command, timeout)| InventorySettings { command, timeout });
+    (
+        deploy,
+        shared(),
+        commands(),
+        commands(),
+        ssh,
+        hosts,
+        inventory,
+    )
+        .prop_map(
+            |(deploy, shared, run, before_switch, ssh, hosts, inventory)| Config {
+                ssh,
+                hosts,
+                inventory,
+                origin: Some(PathBuf::from("cutover.toml")),
+                deploy,
+                shared,
+                build: BuildSettings { run },
+                hooks: HookSettings {
+                    before_switch: before_switch.into_iter().map(HookEntry::command).collect(),
+                    ..HookSettings::default()
+                },
+                php: PhpSettings::default(),
+                refresh: RefreshSettings::default(),
+                health: HealthSettings::default(),
+            },
+        )
 }
 
 proptest! {

@@ -272,22 +272,32 @@ fn ssh_command(target: &SshTarget, script: &str) -> Command {
     if let Some(port) = port {
         command.args(["-p", port]);
     }
-    command.arg("--").arg(host).arg(script);
+    command.arg("--").arg(host.as_ref()).arg(script);
     command
 }
 
-/// `user@host:2222` -> (`user@host`, `2222`); `[::1]:22` -> (`::1`, `22`). Anything else
-/// (an alias, a bare IPv6 address) goes to ssh as written.
-fn split_port(dest: &str) -> (&str, Option<&str>) {
+/// `user@host:2222` -> (`user@host`, `2222`); `[::1]:22` -> (`::1`, `22`);
+/// `user@[::1]:22` -> (`user@::1`, `22`). Anything else (an alias, a bare IPv6 address)
+/// goes to ssh as written.
+fn split_port(dest: &str) -> (std::borrow::Cow<'_, str>, Option<&str>) {
     let is_port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if let Some(bracketed) = dest.strip_prefix('[') {
-        if let Some((host, rest)) = bracketed.split_once(']') {
-            return (host, rest.strip_prefix(':').filter(|p| is_port(p)));
+    let (user, rest) = match dest.split_once('@') {
+        Some((user, rest)) if rest.starts_with('[') => (Some(user), rest),
+        _ => (None, dest),
+    };
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        if let Some((host, after)) = bracketed.split_once(']') {
+            let port = after.strip_prefix(':').filter(|p| is_port(p));
+            let host = match user {
+                Some(user) => format!("{user}@{host}").into(),
+                None => host.into(),
+            };
+            return (host, port);
         }
     }
     match dest.split_once(':') {
-        Some((host, port)) if is_port(port) => (host, Some(port)),
-        _ => (dest, None),
+        Some((host, port)) if is_port(port) => (host.into(), Some(port)),
+        _ => (dest.into(), None),
     }
 }
 
@@ -425,12 +435,21 @@ mod tests {
 
     #[test]
     fn destinations_split_off_a_port() {
-        assert_eq!(split_port("deploy@web1:22"), ("deploy@web1", Some("22")));
-        assert_eq!(split_port("web1"), ("web1", None));
-        assert_eq!(split_port("deploy@web1"), ("deploy@web1", None));
-        assert_eq!(split_port("[::1]:2222"), ("::1", Some("2222")));
-        assert_eq!(split_port("[::1]"), ("::1", None));
-        assert_eq!(split_port("web1:ssh"), ("web1:ssh", None));
+        fn split(dest: &str) -> (&str, Option<&str>) {
+            let (host, port) = split_port(dest);
+            (Box::leak(host.into_owned().into_boxed_str()), port)
+        }
+        assert_eq!(split("deploy@web1:22"), ("deploy@web1", Some("22")));
+        assert_eq!(split("web1"), ("web1", None));
+        assert_eq!(split("deploy@web1"), ("deploy@web1", None));
+        assert_eq!(split("[::1]:2222"), ("::1", Some("2222")));
+        assert_eq!(split("[::1]"), ("::1", None));
+        assert_eq!(split("web1:ssh"), ("web1:ssh", None));
+        assert_eq!(split("deploy@[::1]:2222"), ("deploy@::1", Some("2222")));
+        assert_eq!(
+            split("deploy@[fe80::1%eth0]"),
+            ("deploy@fe80::1%eth0", None)
+        );
     }
 
     #[test]

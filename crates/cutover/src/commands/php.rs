@@ -73,7 +73,7 @@ fn on_each_pool(
 ) -> Result<Vec<(HostReport, Option<Answer>)>> {
     let config = settings::load_config(global)?;
     let no_path =
-        args.target.to.is_none() && config.deploy.path.is_none() && config.hosts.is_empty();
+        args.target.to.is_none() && config.deploy.path.is_none() && !settings::names_hosts(&config);
     if no_path {
         let pool = pool_spec(
             args,
