@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod hosts;
+mod notify;
 mod printer;
 mod progress;
 mod settings;

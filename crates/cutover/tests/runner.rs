@@ -19,6 +19,7 @@ mod test_health;
 mod test_kill;
 mod test_lifecycle;
 mod test_lint;
+mod test_notify;
 mod test_php;
 mod test_pipeline;
 mod test_refresh;

@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::{
     parse, BuildSettings, Config, DeploySettings, HealthSettings, HookEntry, HookSettings,
-    HostSettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings, TEMPLATE,
+    HostSettings, NotifySettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings,
+    TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -167,6 +168,7 @@ fn config() -> impl Strategy<Value = Config> {
             php: PhpSettings::default(),
             refresh: RefreshSettings::default(),
             health: HealthSettings::default(),
+            notify: NotifySettings::default(),
         },
     )
 }
