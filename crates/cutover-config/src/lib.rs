@@ -4,6 +4,7 @@
 mod diagnose;
 mod error;
 mod hooks;
+mod notify;
 pub mod preset;
 mod validate;
 
@@ -14,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use hooks::{HookEntry, HookSettings};
+pub use notify::{
+    webhook_url, NotifyEvent, NotifySettings, DEFAULT_NOTIFY_TIMEOUT_SECONDS,
+    MAX_NOTIFY_TIMEOUT_SECONDS,
+};
 
 /// The commented `cutover.toml` that `cutover init` writes.
 pub const TEMPLATE: &str = include_str!("template.toml");
@@ -75,6 +80,8 @@ pub struct Config {
     pub health: HealthSettings,
     #[serde(deserialize_with = "table")]
     pub ssh: SshSettings,
+    #[serde(deserialize_with = "table")]
+    pub notify: NotifySettings,
     /// `[hosts.<name>]`; empty (and no `[inventory]`) means the deploy path is on this machine.
     #[serde(deserialize_with = "table")]
     pub hosts: BTreeMap<String, HostSettings>,

@@ -95,6 +95,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
     }
     shared(config)?;
     hosts(config)?;
+    notify(config)?;
     if let Some(text) = &config.hooks.timeout {
         check_timeout(text).map_err(|(message, hint)| {
             Problem::new(&["hooks", "timeout"], None, message, Some(hint))
@@ -178,6 +179,34 @@ fn hooks(config: &Config) -> Result<(), Problem> {
                     Some(hint),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The webhook must be a URL ureq can POST to, and one attempt must stay short.
+fn notify(config: &Config) -> Result<(), Problem> {
+    let notify = &config.notify;
+    if let Some(webhook) = &notify.webhook {
+        crate::webhook_url(webhook).map_err(|why| {
+            let message = format!("`notify.webhook`: {why}");
+            let hint = "e.g. `https://hooks.slack.com/services/…`";
+            Problem::new(&["notify", "webhook"], None, message, Some(hint.into()))
+        })?;
+    }
+    if let Some(seconds) = notify.timeout_seconds {
+        if !(1..=crate::MAX_NOTIFY_TIMEOUT_SECONDS).contains(&seconds) {
+            let message = format!(
+                "`notify.timeout_seconds` must be from 1 to {}",
+                crate::MAX_NOTIFY_TIMEOUT_SECONDS
+            );
+            let hint = format!("leave it out for {}", crate::DEFAULT_NOTIFY_TIMEOUT_SECONDS);
+            return Err(Problem::new(
+                &["notify", "timeout_seconds"],
+                None,
+                message,
+                Some(hint),
+            ));
         }
     }
     Ok(())

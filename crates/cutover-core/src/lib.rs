@@ -9,7 +9,7 @@ pub mod deploy;
 pub mod error;
 pub mod history;
 pub mod hooks;
-mod identity;
+pub mod identity;
 pub mod layout;
 pub mod listing;
 pub mod lock;

@@ -157,11 +157,21 @@ pub struct FleetError {
     /// What the user can rely on now, e.g. "v1 is live again on every host".
     pub state: String,
     /// What to do next, when it is not to fix the error and run the command again.
-    pub next: Option<String>,
+    ///
+    /// One of a few fixed sentences, so the error stays small enough to return by value.
+    pub next: Option<&'static str>,
+    /// The release the command was about, once it was chosen (a notification names it).
+    pub release: Option<cutover_core::ReleaseId>,
     pub hosts: Vec<HostReport>,
 }
 
 impl FleetError {
+    /// Names the release the failed command was about.
+    pub(crate) fn about(mut self, release: &cutover_core::ReleaseId) -> Self {
+        self.release = Some(release.clone());
+        self
+    }
+
     /// The failed hosts' errors.
     pub fn errors(&self) -> impl Iterator<Item = (&str, &HostError)> {
         self.hosts

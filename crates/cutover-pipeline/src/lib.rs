@@ -22,6 +22,6 @@ pub use hooks::{HookEntry, HookSet};
 pub use host::local::LocalHost;
 pub use host::remote::RemoteHost;
 pub use host::Host;
-pub use plan::{HostPlan, SshTarget, Transport};
+pub use plan::{HostPlan, SshTarget, Transport, LOCAL_HOST};
 pub use source::{ManifestCache, SourceTree};
 pub use state::{HostReport, HostState};

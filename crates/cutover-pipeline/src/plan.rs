@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use cutover_core::assets::AssetOptions;
 use cutover_refresh::RefreshSpec;
 
+/// The name of the one host of a deploy path given with `--to`.
+pub const LOCAL_HOST: &str = "local";
+
 #[derive(Debug, Clone)]
 pub struct HostPlan {
-    /// The `[hosts]` name; `local` for a deploy path given with `--to`.
+    /// The `[hosts]` name; [`LOCAL_HOST`] for a deploy path given with `--to`.
     pub name: String,
     /// `[hosts.NAME] roles`: which hooks run here, and which hosts `--role` selects.
     pub roles: Vec<String>,

@@ -97,6 +97,9 @@ impl CommandError {
         if let Some(hosts) = &self.hosts {
             doc["hosts"] = (**hosts).clone();
         }
+        if !self.warnings.is_empty() {
+            doc["warnings"] = serde_json::json!(self.warnings);
+        }
         doc
     }
 }
@@ -140,6 +143,16 @@ impl From<cutover_php::Error> for CommandError {
     }
 }
 
+/// Only a bad URL reaches a command's error; a webhook that fails is a warning.
+impl From<cutover_notify::NotifyError> for CommandError {
+    fn from(error: cutover_notify::NotifyError) -> Self {
+        CommandError::usage(
+            error.to_string(),
+            "set `webhook = \"https://…\"` in the [notify] table of cutover.toml",
+        )
+    }
+}
+
 impl From<cutover_verify::Error> for CommandError {
     fn from(error: cutover_verify::Error) -> Self {
         use cutover_verify::Error;
@@ -178,7 +191,6 @@ impl From<FleetError> for CommandError {
         let errors: Vec<(&str, &HostError)> = error.errors().collect();
         let next = error
             .next
-            .as_deref()
             .unwrap_or("fix what is named above and run the command again");
         let mut command = match (error.hosts.len(), errors.as_slice()) {
             (1, [(_, host)]) => CommandError {

@@ -21,10 +21,25 @@ pub fn on_fleet<T>(
     printer: Printer,
     step: impl FnOnce(Fleet<'_>) -> std::result::Result<T, FleetError>,
 ) -> Result<T> {
+    Ok(run_fleet(
+        plans, access, parallel, observer, printer, step,
+    )??)
+}
+
+/// As `on_fleet`, with the fleet's own error, for a command that reports it further
+/// (a notification) before it becomes the command's error.
+pub fn run_fleet<T>(
+    plans: &[HostPlan],
+    access: Access,
+    parallel: usize,
+    observer: Arc<dyn Observer + Send + Sync>,
+    printer: Printer,
+    step: impl FnOnce(Fleet<'_>) -> std::result::Result<T, FleetError>,
+) -> Result<std::result::Result<T, FleetError>> {
     let lines = HostLines::new(printer, plans);
     let outcome = step(Fleet::open(plans, access, parallel, observer, &lines)?);
     drop(lines);
-    Ok(outcome?)
+    Ok(outcome)
 }
 
 /// Opens every planned host for a step that outlives this call (verify's flips).

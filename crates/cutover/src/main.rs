@@ -5,6 +5,7 @@ mod commands;
 mod error;
 mod hosts;
 mod inventory;
+mod notify;
 mod printer;
 mod progress;
 mod settings;

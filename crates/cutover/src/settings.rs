@@ -251,8 +251,7 @@ fn run_inventory(command: &str, config: &Config) -> Result<Vec<(String, HostSett
     Ok(hosts)
 }
 
-/// The name of the one host of a deploy path given with `--to`.
-pub const LOCAL_HOST: &str = "local";
+pub use cutover_pipeline::LOCAL_HOST;
 
 pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
     let path = target
@@ -408,7 +407,7 @@ fn deploy_source(args: &DeployArgs, config: &Config) -> Result<DeploySource> {
         None => DeploySource {
             source: Source {
                 path: dir.display().to_string(),
-                deployer: cutover_git::deployer(None, |var| std::env::var(var).ok()),
+                deployer: deployer(),
                 ..Source::default()
             },
             dir,
@@ -455,6 +454,19 @@ pub fn hook_set(config: &Config) -> HookSet {
         on_failure: entries(&config.hooks.on_failure),
         after_rollback: entries(&config.hooks.after_rollback),
     }
+}
+
+/// `[notify] webhook`, when set; a dry run notifies nobody.
+pub fn webhook(config: &Config, change: &ChangeArgs) -> Result<Option<cutover_notify::Webhook>> {
+    if change.dry_run {
+        return Ok(None);
+    }
+    Ok(cutover_notify::Webhook::from_settings(&config.notify)?)
+}
+
+/// Who switched or rolled back, besides the OS user: the CI actor when there is one.
+pub fn deployer() -> Option<String> {
+    cutover_git::deployer(None, |var| std::env::var(var).ok())
 }
 
 /// `[deploy] asset_dirs` and `keep_asset_releases`, or the defaults.

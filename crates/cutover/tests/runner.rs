@@ -20,6 +20,7 @@ mod test_inventory;
 mod test_kill;
 mod test_lifecycle;
 mod test_lint;
+mod test_notify;
 mod test_php;
 mod test_pipeline;
 mod test_presets;

@@ -84,7 +84,7 @@ fn unknown_top_level_key() {
     assert_eq!(message, "unknown top-level key `verbose`");
     assert_eq!(
         hint.unwrap(),
-        "valid top-level keys: deploy, shared, build, hooks, php, refresh, health, ssh, hosts, inventory"
+        "valid top-level keys: deploy, shared, build, hooks, php, refresh, health, ssh, notify, hosts, inventory"
     );
 }
 

@@ -3,10 +3,10 @@ use std::path::{Path, PathBuf};
 use cutover_config::WritableMode;
 use cutover_config::{
     load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
-    InventorySettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings,
-    DEFAULT_APACHE_COMMAND, DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS, DEFAULT_INVENTORY_TIMEOUT,
-    DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES, DEFAULT_RELEASE_FILE,
-    DEFAULT_WRITABLE_USER, TEMPLATE,
+    InventorySettings, NotifyEvent, NotifySettings, PhpSettings, RefreshSettings, SharedSettings,
+    SshSettings, DEFAULT_APACHE_COMMAND, DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS,
+    DEFAULT_INVENTORY_TIMEOUT, DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES,
+    DEFAULT_NOTIFY_TIMEOUT_SECONDS, DEFAULT_RELEASE_FILE, DEFAULT_WRITABLE_USER, TEMPLATE,
 };
 
 #[test]
@@ -78,6 +78,12 @@ fn template_shows_every_key() {
                 timeout_seconds,
             },
         ssh: SshSettings { options },
+        notify:
+            NotifySettings {
+                webhook,
+                timeout_seconds: notify_timeout,
+                on,
+            },
         hosts,
         inventory:
             InventorySettings {
@@ -124,6 +130,7 @@ fn template_shows_every_key() {
         DEFAULT_INVENTORY_TIMEOUT,
         std::time::Duration::from_secs(30)
     );
+    assert!(webhook.is_some() && !on.unwrap().is_empty());
 
     // The examples that show a default show the real one.
     assert_eq!(keep_releases, Some(DEFAULT_KEEP_RELEASES));
@@ -136,6 +143,7 @@ fn template_shows_every_key() {
     assert_eq!(source.as_deref(), Some(Path::new("/app/.")));
     assert_eq!(repository.as_deref(), Some("git@github.com:acme/shop.git"));
     assert_eq!(branch.as_deref(), Some("main"));
+    assert_eq!(notify_timeout, Some(DEFAULT_NOTIFY_TIMEOUT_SECONDS));
 }
 
 #[test]
@@ -337,4 +345,38 @@ before_switch = [{ run = "php artisan migrate --force", once = true, roles = ["d
             .to_string();
         assert!(err.contains(message), "{err}");
     }
+}
+
+#[test]
+fn notify_takes_an_http_or_https_webhook_a_bounded_timeout_and_known_events() {
+    let base = Path::new("/srv/app/cutover.toml");
+    let config = parse(
+        "[notify]\nwebhook = \"https://hooks.example.com/T/B/x\"\ntimeout_seconds = 2\non = [\"deployed\", \"deploy_failed\"]\n",
+        base,
+    )
+    .unwrap();
+    assert_eq!(config.notify.timeout(), std::time::Duration::from_secs(2));
+    assert!(config.notify.wants(NotifyEvent::DeployFailed));
+    assert!(!config.notify.wants(NotifyEvent::RolledBack));
+    assert!(Config::default().notify.wants(NotifyEvent::RolledBack));
+    assert_eq!(
+        Config::default().notify.timeout(),
+        std::time::Duration::from_secs(DEFAULT_NOTIFY_TIMEOUT_SECONDS)
+    );
+    assert!(parse("[notify]\nwebhook = \"http://127.0.0.1:9/hook\"\n", base).is_ok());
+
+    for (text, says) in [
+        ("webhook = \"ftp://example.com/x\"", "scheme is `ftp`"),
+        ("webhook = \"hooks.example.com/x\"", "not a URL"),
+        ("webhook = \"mailto:ops@example.com\"", "scheme is `mailto`"),
+        ("timeout_seconds = 0", "from 1 to 60"),
+        ("timeout_seconds = 600", "from 1 to 60"),
+    ] {
+        let err = parse(&format!("[notify]\n{text}\n"), base).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("cutover.toml:2:"), "{text}: {shown}");
+        assert!(shown.contains(says), "{text}: {shown}");
+    }
+    let err = parse("[notify]\non = [\"deploy\"]\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
 }

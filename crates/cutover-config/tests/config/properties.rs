@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::{
     parse, BuildSettings, Config, DeploySettings, HealthSettings, HookEntry, HookSettings,
-    HostSettings, InventorySettings, PhpSettings, RefreshSettings, SharedSettings, SshSettings,
-    TEMPLATE,
+    HostSettings, InventorySettings, NotifySettings, PhpSettings, RefreshSettings, SharedSettings,
+    SshSettings, TEMPLATE,
 };
 use proptest::prelude::*;
 
@@ -183,6 +183,7 @@ fn config() -> impl Strategy<Value = Config> {
                 php: PhpSettings::default(),
                 refresh: RefreshSettings::default(),
                 health: HealthSettings::default(),
+                notify: NotifySettings::default(),
             },
         )
 }

@@ -157,7 +157,7 @@ impl Fleet<'_> {
         if let Err(not) = fleet.switch_everywhere(&release, false, HostState::Deployed) {
             let new = |_, slot: &super::Slot| Some((release.clone(), slot.opened.current.clone()));
             fleet.run_phase(HookPhase::OnFailure, new, Some(not.step), OnError::Warn);
-            return Err(fleet.failure(not.summary, not.state));
+            return Err(fleet.failure(not.summary, not.state).about(&release));
         }
         for slot in &mut fleet.slots {
             slot.staged = None;
@@ -167,8 +167,10 @@ impl Fleet<'_> {
         fleet.run_phase(HookPhase::AfterSwitch, live, None, OnError::Fail);
         if fleet.any_failed() {
             let state = format!("{release} is live and stays so; nothing was cleaned up");
-            let mut error = fleet.failure("an after_switch hook failed on a host", state);
-            error.next = Some(super::switch::HOOK_BY_HAND.into());
+            let mut error = fleet
+                .failure("an after_switch hook failed on a host", state)
+                .about(&release);
+            error.next = Some(super::switch::HOOK_BY_HAND);
             return Err(error);
         }
 
@@ -222,7 +224,7 @@ impl Fleet<'_> {
         let about = |_, slot: &super::Slot| Some((release.clone(), slot.opened.current.clone()));
         self.run_phase(HookPhase::OnFailure, about, Some(step), OnError::Warn);
         self.abort_all();
-        self.unchanged(summary.to_string())
+        self.unchanged(summary.to_string()).about(release)
     }
 
     /// Hosts that staged drop the release; the others never had it.

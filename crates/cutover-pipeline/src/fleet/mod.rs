@@ -293,6 +293,7 @@ impl<'p> Fleet<'p> {
             summary: summary.into(),
             state,
             next: None,
+            release: None,
             hosts,
         }
     }

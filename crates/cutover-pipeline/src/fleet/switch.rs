@@ -50,7 +50,9 @@ impl Fleet<'_> {
                 Err(summary) => return Err(fleet.unchanged(summary)),
             },
         };
-        let mut fleet = fleet.require_releases(&[&release])?;
+        let mut fleet = fleet
+            .require_releases(&[&release])
+            .map_err(|e| e.about(&release))?;
         for slot in &mut fleet.slots {
             slot.report.unchanged = Some(dry_run || slot.opened.current.as_ref() == Some(&release));
         }
@@ -67,7 +69,7 @@ impl Fleet<'_> {
                 HostState::Switched
             };
             if let Err(not) = fleet.switch_everywhere(&release, rollback, done) {
-                return Err(fleet.failure(not.summary, not.state));
+                return Err(fleet.failure(not.summary, not.state).about(&release));
             }
             if rollback {
                 let back = |_: usize, slot: &Slot| {
@@ -77,8 +79,10 @@ impl Fleet<'_> {
                 fleet.run_phase(HookPhase::AfterRollback, back, None, OnError::Fail);
                 if fleet.any_failed() {
                     let state = format!("{release} is live and stays so");
-                    let mut error = fleet.failure("an after_rollback hook failed on a host", state);
-                    error.next = Some(HOOK_BY_HAND.into());
+                    let mut error = fleet
+                        .failure("an after_rollback hook failed on a host", state)
+                        .about(&release);
+                    error.next = Some(HOOK_BY_HAND);
                     return Err(error);
                 }
             }
@@ -100,6 +104,7 @@ impl Fleet<'_> {
                 summary: not.summary.to_string(),
                 state: not.state,
                 next: None,
+                release: Some(release.clone()),
                 hosts: self.slots.iter().map(|s| s.report.clone()).collect(),
             })
     }

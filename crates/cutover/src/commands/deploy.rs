@@ -1,15 +1,22 @@
+use std::time::Instant;
+
+use cutover_config::NotifyEvent;
 use cutover_core::history::Source;
 use cutover_core::listing::ReleaseList;
+use cutover_notify::{Notice, Run};
 use cutover_pipeline::{DeployOutcome, HostPlan, HostReport};
 use cutover_protocol::Access;
 
 use crate::cli::{DeployArgs, GlobalArgs};
-use crate::error::Result;
+use crate::error::{CommandError, Result};
 use crate::printer::{human_bytes, Printer};
-use crate::{hosts, settings};
+use crate::{hosts, notify, settings};
 
 pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
+    let started = Instant::now();
     let config = settings::load_config_near(global, args.source.as_deref())?;
+    // None for a dry run: it only plans.
+    let webhook = settings::webhook(&config, &args.change)?;
     let plans = settings::host_plans(&args.target, &config)?;
     // Held until the deploy is over: the git cache's checkout is what gets staged.
     let (job, _git_cache_lock) = settings::deploy_job(args, &config, &plans)?;
@@ -23,11 +30,31 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let access = settings::access(&args.change, true);
     let observer = hosts::stage_observer(printer);
     let hooks = settings::hook_set(&config);
-    let outcome = hosts::on_fleet(&plans, access, parallel, observer, printer, |fleet| {
+    let outcome = hosts::run_fleet(&plans, access, parallel, observer, printer, |fleet| {
         fleet.with_hooks(hooks).deploy(&job)
     })?;
-    report(&outcome, &job.source, printer);
-    Ok(())
+    let run = || Run {
+        source: Some(&job.source),
+        deployer: None,
+        duration: started.elapsed(),
+    };
+    match outcome {
+        Ok(outcome) => {
+            let warning = notify::send(webhook.as_ref(), NotifyEvent::Deployed, || {
+                Notice::deployed(&outcome, &run())
+            });
+            report(&outcome, &job.source, warning, printer);
+            Ok(())
+        }
+        Err(error) => {
+            let warning = notify::send(webhook.as_ref(), NotifyEvent::DeployFailed, || {
+                Notice::deploy_failed(&error, &run())
+            });
+            let mut error = CommandError::from(error);
+            error.warnings.extend(warning);
+            Err(error)
+        }
+    }
 }
 
 /// `--if-changed`: every host's reports and releases, when every host's current release
@@ -91,9 +118,13 @@ fn report_unchanged(current: &[(HostReport, ReleaseList)], source: &Source, prin
     });
 }
 
-fn report(outcome: &DeployOutcome, source: &Source, printer: Printer) {
+/// `notified` is the warning of a notification that failed.
+fn report(outcome: &DeployOutcome, source: &Source, notified: Option<String>, printer: Printer) {
     let reports = &outcome.hosts;
     hosts::warn_each(printer, reports);
+    if let Some(warning) = &notified {
+        printer.warn(warning);
+    }
     // The same release on every host: say it once.
     let changed = reports
         .iter()
@@ -101,7 +132,7 @@ fn report(outcome: &DeployOutcome, source: &Source, printer: Printer) {
     if let Some(warning) = changed.and_then(|a| changed_in_place_warning(&a.changed_in_place)) {
         printer.warn(warning);
     }
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "release": outcome.release,
         "previous": hosts::common_previous(reports),
         "dry_run": outcome.dry_run,
@@ -110,6 +141,9 @@ fn report(outcome: &DeployOutcome, source: &Source, printer: Printer) {
         "total_ms": outcome.total_ms,
         "hosts": reports,
     });
+    if let Some(warning) = notified {
+        json["warnings"] = serde_json::json!([warning]);
+    }
     printer.result(&json, || {
         let release = &outcome.release;
         let mut text = match reports.as_slice() {
