@@ -151,7 +151,10 @@ fn config() -> impl Strategy<Value = Config> {
             ..HostSettings::default()
         });
     let hosts = prop::collection::btree_map("[a-z][a-z0-9_-]{0,6}", host, 0..4);
-    let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings { options });
+    let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings {
+        options,
+        ..SshSettings::default()
+    });
     (deploy, shared(), commands(), commands(), ssh, hosts).prop_map(
         |(deploy, shared, run, before_switch, ssh, hosts)| Config {
             ssh,
