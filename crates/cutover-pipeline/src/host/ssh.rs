@@ -8,7 +8,7 @@
 //! Host key checking is ssh's and stays on; the only text that reaches the remote shell is
 //! the agent's path (and with `agent_binaries`, the platform names), single-quoted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -652,22 +652,19 @@ fn elf_machine(arch: &str) -> Option<u16> {
 }
 
 /// A file gzip-compressed once per process, whichever host asks first (the others wait).
+#[derive(Clone)]
 struct Packed {
     size: u64,
     bytes: Arc<Vec<u8>>,
 }
 
 fn compressed(file: &Path) -> Result<Packed> {
-    static PACKED: Mutex<Option<HashMap<PathBuf, (u64, Arc<Vec<u8>>)>>> = Mutex::new(None);
+    static PACKED: Mutex<Vec<(PathBuf, Packed)>> = Mutex::new(Vec::new());
     let mut cache = PACKED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some((size, bytes)) = cache.get(file) {
-        return Ok(Packed {
-            size: *size,
-            bytes: Arc::clone(bytes),
-        });
+    if let Some((_, packed)) = cache.iter().find(|(path, _)| path == file) {
+        return Ok(packed.clone());
     }
     let io = |e: std::io::Error| {
         HostError::failed(format!(
@@ -687,8 +684,9 @@ fn compressed(file: &Path) -> Result<Packed> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size as usize / 3), level);
     std::io::copy(&mut reader, &mut encoder).map_err(io)?;
     let bytes = Arc::new(encoder.finish().map_err(io)?);
-    cache.insert(file.to_path_buf(), (size, Arc::clone(&bytes)));
-    Ok(Packed { size, bytes })
+    let packed = Packed { size, bytes };
+    cache.push((file.to_path_buf(), packed.clone()));
+    Ok(packed)
 }
 
 /// What `uname -sm` prints on this machine (`Linux x86_64`, `Darwin arm64`).
