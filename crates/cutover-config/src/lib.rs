@@ -121,7 +121,34 @@ pub struct SshSettings {
     /// Arguments given to every `ssh` call before the destination, e.g. `["-F", "ssh_config"]`.
     /// ssh runs in the config file's directory, so relative paths are relative to it.
     pub options: Vec<String>,
+    /// How each host gets its agent (default `upload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentMode>,
+    /// With `agent = "installed"`: the agent's absolute path on the host; default `cutover`
+    /// on the PATH of the ssh session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_path: Option<String>,
+    /// With `agent = "upload"`: the executable uploaded to a host, by the host's `uname -sm`
+    /// (`"Linux x86_64"`); relative paths are relative to the config file. Empty: cutover
+    /// uploads itself, to hosts of its own platform only.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_binaries: BTreeMap<String, PathBuf>,
 }
+
+/// `[ssh] agent`: where a host's `cutover agent` comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentMode {
+    /// Uploaded on first contact (cutover itself, or `agent_binaries`), named after its hash.
+    #[default]
+    Upload,
+    /// Already on the host (`agent_path`, or `cutover` on the PATH); nothing is uploaded.
+    Installed,
+}
+
+/// At most this many `[ssh] agent_binaries` (each platform gets its own exit status in the
+/// remote script that picks one).
+pub const MAX_AGENT_BINARIES: usize = 20;
 
 /// One `[hosts.<name>]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +163,11 @@ pub struct HostSettings {
     pub path: Option<PathBuf>,
     /// Added after `[ssh] options` for this host.
     pub ssh_options: Vec<String>,
+    /// Replace `[ssh] agent` and `[ssh] agent_path` for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_path: Option<String>,
     /// Which hooks run here (`roles` of a hook entry), and which hosts `--role` selects.
     pub roles: Vec<String>,
     /// Replace the `[php]`, `[refresh]` and `[health]` tables for this host.
@@ -313,6 +345,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         .flatten()
     {
         *path = base.join(&*path);
+    }
+    for file in config.ssh.agent_binaries.values_mut() {
+        *file = base.join(&*file);
     }
     if let Some(repository) = &mut config.deploy.repository {
         let local = Path::new(repository.as_str());

@@ -96,6 +96,7 @@ pub(crate) fn check(config: &Config) -> Result<(), Problem> {
     shared(config)?;
     hosts(config)?;
     notify(config)?;
+    agent(config)?;
     if let Some(text) = &config.hooks.timeout {
         check_timeout(text).map_err(|(message, hint)| {
             Problem::new(&["hooks", "timeout"], None, message, Some(hint))
@@ -297,6 +298,80 @@ fn hosts(config: &Config) -> Result<(), Problem> {
         }
     }
     Ok(())
+}
+
+/// `agent_path` goes to the host's shell (quoted) and is only read with `installed`;
+/// `agent_binaries` keys are what `uname -sm` prints there.
+fn agent(config: &Config) -> Result<(), Problem> {
+    use crate::AgentMode;
+    let ssh = &config.ssh;
+    let levels = std::iter::once((
+        vec!["ssh".to_owned()],
+        "[ssh]".to_owned(),
+        ssh.agent,
+        &ssh.agent_path,
+    ))
+    .chain(config.hosts.iter().map(|(name, host)| {
+        (
+            vec!["hosts".to_owned(), name.clone()],
+            format!("[hosts.{name}]"),
+            host.agent.or(ssh.agent),
+            &host.agent_path,
+        )
+    }));
+    for (at, table, mode, path) in levels {
+        let Some(path) = path else { continue };
+        let mut at: Vec<&str> = at.iter().map(String::as_str).collect();
+        at.push("agent_path");
+        if !path.starts_with('/') || path.chars().any(char::is_control) {
+            let message = format!("`{path}` is not an absolute path");
+            let hint = "the agent's path on the host, e.g. `/usr/local/bin/cutover`";
+            return Err(Problem::new(&at, None, message, Some(hint.into())));
+        }
+        if mode.unwrap_or_default() != AgentMode::Installed {
+            let message = "`agent_path` is only used with `agent = \"installed\"`".to_owned();
+            let hint = format!("set `agent = \"installed\"` in {table}, or leave out `agent_path`");
+            return Err(Problem::new(&at, None, message, Some(hint)));
+        }
+    }
+    if ssh.agent_binaries.len() > crate::MAX_AGENT_BINARIES {
+        let message = format!(
+            "{} agent binaries; at most {} platforms are supported",
+            ssh.agent_binaries.len(),
+            crate::MAX_AGENT_BINARIES
+        );
+        return Err(Problem::new(
+            &["ssh", "agent_binaries"],
+            None,
+            message,
+            None,
+        ));
+    }
+    for (platform, file) in &ssh.agent_binaries {
+        let at = &["ssh", "agent_binaries", platform.as_str()];
+        if !is_platform(platform) {
+            let message = format!("`{platform}` is not a platform as `uname -sm` prints it");
+            let hint =
+                "write the host's `uname -sm`, e.g. `\"Linux x86_64\"` or `\"Linux aarch64\"`";
+            return Err(Problem::new(at, None, message, Some(hint.into())));
+        }
+        if file.as_os_str().is_empty() {
+            let message = format!("the agent for `{platform}` is an empty path");
+            return Err(Problem::new(at, None, message, None));
+        }
+    }
+    Ok(())
+}
+
+/// `Linux x86_64`: a kernel name and a machine, one space apart.
+fn is_platform(text: &str) -> bool {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 32
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    matches!(text.split_once(' '), Some((os, machine)) if word(os) && word(machine))
 }
 
 /// Every shared entry becomes one symlink in the release, so two entries may not claim

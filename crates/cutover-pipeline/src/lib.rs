@@ -21,7 +21,8 @@ pub use fleet::{DeployJob, DeployOutcome, Fleet, Progress, ReadOutcome, SwitchOu
 pub use hooks::{HookEntry, HookSet};
 pub use host::local::LocalHost;
 pub use host::remote::RemoteHost;
+pub use host::AgentUpload;
 pub use host::Host;
-pub use plan::{HostPlan, SshTarget, Transport, LOCAL_HOST};
+pub use plan::{AgentBinary, AgentSource, HostPlan, SshTarget, Transport, LOCAL_HOST};
 pub use source::{ManifestCache, SourceTree};
 pub use state::{HostReport, HostState};

@@ -39,4 +39,32 @@ pub struct SshTarget {
     pub options: Vec<String>,
     /// Where ssh runs (the config file's directory), so relative paths in options work.
     pub cwd: PathBuf,
+    pub agent: AgentSource,
+}
+
+/// Where the host's `cutover agent` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSource {
+    /// Uploaded when the host lacks it, named after a hash of its bytes: the file for the
+    /// host's `uname -sm` when `binaries` is not empty, else this executable (for hosts
+    /// of this machine's platform).
+    Upload { binaries: Vec<AgentBinary> },
+    /// Already on the host: this absolute path, or `cutover` on the PATH.
+    Installed { path: Option<String> },
+}
+
+impl Default for AgentSource {
+    fn default() -> Self {
+        AgentSource::Upload {
+            binaries: Vec::new(),
+        }
+    }
+}
+
+/// One `[ssh] agent_binaries` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentBinary {
+    /// As `uname -sm` prints it: `Linux x86_64`.
+    pub platform: String,
+    pub file: PathBuf,
 }

@@ -67,6 +67,9 @@ pub struct HostReport {
     /// The release that was current when the command began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<ReleaseId>,
+    /// The agent uploaded on connecting (first contact with this build).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_upload: Option<crate::AgentUpload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<StageStats>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -185,6 +185,8 @@ fn overlay(settings: &mut HostSettings, own: &HostSettings) {
         ssh,
         path,
         ssh_options,
+        agent,
+        agent_path,
         roles,
         php,
         refresh,
@@ -198,6 +200,12 @@ fn overlay(settings: &mut HostSettings, own: &HostSettings) {
     }
     if !ssh_options.is_empty() {
         settings.ssh_options.clone_from(ssh_options);
+    }
+    if agent.is_some() {
+        settings.agent = *agent;
+    }
+    if agent_path.is_some() {
+        settings.agent_path.clone_from(agent_path);
     }
     if !roles.is_empty() {
         settings.roles.clone_from(roles);

@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use cutover_config::{Config, HostSettings};
+use cutover_config::{AgentMode, Config, HostSettings};
 use cutover_core::assets::AssetOptions;
 use cutover_core::deploy::DeployOptions;
 use cutover_core::history::Source;
 use cutover_core::{DeployPath, ReleaseId};
 use cutover_pipeline::{
-    DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree, SshTarget, Transport,
+    AgentBinary, AgentSource, DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree,
+    SshTarget, Transport,
 };
 use cutover_protocol::{Access, StageSpec};
 use cutover_refresh::RefreshSpec;
@@ -125,6 +126,7 @@ pub fn host_plans(target: &TargetArgs, config: &Config) -> Result<Vec<HostPlan>>
                     destination: destination.clone(),
                     options,
                     cwd: ssh_cwd.clone(),
+                    agent: agent_source(config, host),
                 })
             }
             None => Transport::Process,
@@ -252,6 +254,26 @@ fn run_inventory(command: &str, config: &Config) -> Result<Vec<(String, HostSett
 }
 
 pub use cutover_pipeline::LOCAL_HOST;
+
+/// `[hosts.NAME] agent` and `agent_path` beat `[ssh]`'s.
+fn agent_source(config: &Config, host: &cutover_config::HostSettings) -> AgentSource {
+    let ssh = &config.ssh;
+    match host.agent.or(ssh.agent).unwrap_or_default() {
+        AgentMode::Installed => AgentSource::Installed {
+            path: host.agent_path.clone().or_else(|| ssh.agent_path.clone()),
+        },
+        AgentMode::Upload => AgentSource::Upload {
+            binaries: ssh
+                .agent_binaries
+                .iter()
+                .map(|(platform, file)| AgentBinary {
+                    platform: platform.clone(),
+                    file: file.clone(),
+                })
+                .collect(),
+        },
+    }
+}
 
 pub fn deploy_path(target: &TargetArgs, config: &Config) -> Result<DeployPath> {
     let path = target

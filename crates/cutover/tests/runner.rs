@@ -3,6 +3,7 @@
 
 mod common;
 
+mod test_agent_ship;
 mod test_apache;
 mod test_assets;
 mod test_cli;

@@ -9,21 +9,21 @@ use cutover_teststack::SshHosts;
 
 use crate::common::{exit_code, stderr, text, wait_until, write, Sandbox};
 
-const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
+pub(crate) const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
 
-struct Fleet {
-    sb: Sandbox,
-    ssh: SshHosts,
+pub(crate) struct Fleet {
+    pub(crate) sb: Sandbox,
+    pub(crate) ssh: SshHosts,
 }
 
 impl Fleet {
-    fn start() -> Fleet {
+    pub(crate) fn start() -> Fleet {
         let sb = Sandbox::new();
         let ssh = SshHosts::start(&HOSTS).expect("start sshd hosts");
         Fleet { sb, ssh }
     }
 
-    fn host_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn host_path(&self, name: &str) -> PathBuf {
         self.sb.path().join("hosts").join(name)
     }
 
@@ -56,11 +56,11 @@ impl Fleet {
         cmd
     }
 
-    fn run(&self, config: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, config: &str, args: &[&str]) -> Output {
         self.command(config, args).output().unwrap()
     }
 
-    fn deploy_json(&self, config: &str, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn deploy_json(&self, config: &str, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["deploy", "--json"];
         all.extend_from_slice(args);
         let out = self.run(config, &all);
@@ -74,12 +74,12 @@ impl Fleet {
         json["release"].as_str().unwrap().to_string()
     }
 
-    fn current(&self, host: &str) -> Option<String> {
+    pub(crate) fn current(&self, host: &str) -> Option<String> {
         let link = std::fs::read_link(self.host_path(host).join("current")).ok()?;
         Some(link.file_name()?.to_string_lossy().into_owned())
     }
 
-    fn releases(&self, host: &str) -> Vec<String> {
+    pub(crate) fn releases(&self, host: &str) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.host_path(host).join("releases"))
             .map(|rd| {
                 rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -139,7 +139,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn write_app(sb: &Sandbox, version: &str, files: usize) {
+pub(crate) fn write_app(sb: &Sandbox, version: &str, files: usize) {
     sb.write("public/index.php", &format!("<?php echo '{version}';\n"));
     for i in 0..files {
         let path = sb.src().join(format!("lib/f{i}.bin"));
@@ -633,14 +633,14 @@ fn plant_agent(fleet: &Fleet, reply: &[u8]) {
     .unwrap();
 }
 
-fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut bytes = vec![kind];
     bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     bytes.extend_from_slice(payload);
     bytes
 }
 
-fn message(json: serde_json::Value) -> Vec<u8> {
+pub(crate) fn message(json: serde_json::Value) -> Vec<u8> {
     frame(1, &serde_json::to_vec(&json).unwrap())
 }
 

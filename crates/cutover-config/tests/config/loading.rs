@@ -2,11 +2,12 @@ use std::path::{Path, PathBuf};
 
 use cutover_config::WritableMode;
 use cutover_config::{
-    load, parse, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings, HostSettings,
-    InventorySettings, NotifyEvent, NotifySettings, PhpSettings, RefreshSettings, SharedSettings,
-    SshSettings, DEFAULT_APACHE_COMMAND, DEFAULT_APACHE_PIDFILE, DEFAULT_ASSET_DIRS,
-    DEFAULT_INVENTORY_TIMEOUT, DEFAULT_KEEP_ASSET_RELEASES, DEFAULT_KEEP_RELEASES,
-    DEFAULT_NOTIFY_TIMEOUT_SECONDS, DEFAULT_RELEASE_FILE, DEFAULT_WRITABLE_USER, TEMPLATE,
+    load, parse, AgentMode, BuildSettings, Config, DeploySettings, HealthSettings, HookSettings,
+    HostSettings, InventorySettings, NotifyEvent, NotifySettings, PhpSettings, RefreshSettings,
+    SharedSettings, SshSettings, DEFAULT_APACHE_COMMAND, DEFAULT_APACHE_PIDFILE,
+    DEFAULT_ASSET_DIRS, DEFAULT_INVENTORY_TIMEOUT, DEFAULT_KEEP_ASSET_RELEASES,
+    DEFAULT_KEEP_RELEASES, DEFAULT_NOTIFY_TIMEOUT_SECONDS, DEFAULT_RELEASE_FILE,
+    DEFAULT_WRITABLE_USER, TEMPLATE,
 };
 
 #[test]
@@ -77,7 +78,13 @@ fn template_shows_every_key() {
                 expect_release,
                 timeout_seconds,
             },
-        ssh: SshSettings { options },
+        ssh:
+            SshSettings {
+                options,
+                agent,
+                agent_path,
+                agent_binaries,
+            },
         notify:
             NotifySettings {
                 webhook,
@@ -96,6 +103,8 @@ fn template_shows_every_key() {
         ssh,
         path: host_path,
         ssh_options,
+        agent: host_agent,
+        agent_path: host_agent_path,
         roles,
         php: host_php,
         refresh: host_refresh,
@@ -104,6 +113,15 @@ fn template_shows_every_key() {
     assert!(ssh.is_some() && host_path.is_some() && !ssh_options.is_empty());
     assert!(host_php.is_some() && host_refresh.is_some() && host_health.is_some());
     assert!(!options.is_empty());
+    assert_eq!(agent, Some(AgentMode::Installed));
+    assert_eq!(*host_agent, Some(AgentMode::Installed));
+    assert!(agent_path.is_some() && host_agent_path.is_some());
+    assert_eq!(
+        agent_binaries["Linux x86_64"],
+        Path::new("/app/dist/cutover-x86_64"),
+        "relative to the file"
+    );
+    assert_eq!(agent_binaries.len(), 2);
     assert!(url.is_some() && fastcgi_script.is_some());
     assert_eq!((expect_release, timeout_seconds), (Some(true), Some(10)));
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
@@ -379,4 +397,52 @@ fn notify_takes_an_http_or_https_webhook_a_bounded_timeout_and_known_events() {
     }
     let err = parse("[notify]\non = [\"deploy\"]\n", base).unwrap_err();
     assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
+}
+
+#[test]
+fn agent_settings_are_checked_where_they_are_written() {
+    let base = Path::new("/srv/app/cutover.toml");
+    let err = parse("[ssh]\nagent_path = \"/usr/local/bin/cutover\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
+    assert!(err.to_string().contains("only used with"), "{err}");
+    assert!(err.hint().unwrap().contains("[ssh]"), "{err:?}");
+
+    let err = parse(
+        "[ssh]\nagent = \"installed\"\nagent_path = \"bin/cutover\"\n",
+        base,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not an absolute path"), "{err}");
+
+    // A host that uploads may not name an installed agent, even under an installed [ssh].
+    let text = "[ssh]\nagent = \"installed\"\n[hosts.web1]\nssh = \"web1\"\nagent = \"upload\"\nagent_path = \"/x\"\n";
+    let err = parse(text, base).unwrap_err();
+    assert!(err.hint().unwrap().contains("[hosts.web1]"), "{err:?}");
+
+    let text = "[ssh]\n[hosts.web1]\nssh = \"web1\"\nagent = \"installed\"\nagent_path = \"/opt/cutover\"\n";
+    let config = parse(text, base).unwrap();
+    assert_eq!(config.hosts["web1"].agent, Some(AgentMode::Installed));
+
+    let err = parse("[ssh]\nagent = \"copy\"\n", base).unwrap_err();
+    assert!(err.to_string().contains("cutover.toml:2:"), "{err}");
+
+    let err = parse(
+        "[ssh]\nagent_binaries = { \"x86_64\" = \"dist/a\" }\n",
+        base,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("uname -sm"), "{err}");
+    let config = parse(
+        "[ssh]\nagent_binaries = { \"Linux aarch64\" = \"dist/a\", \"Linux x86_64\" = \"/opt/b\" }\n",
+        base,
+    )
+    .unwrap();
+    assert_eq!(
+        config.ssh.agent_binaries["Linux aarch64"],
+        Path::new("/srv/app/dist/a")
+    );
+    assert_eq!(
+        config.ssh.agent_binaries["Linux x86_64"],
+        Path::new("/opt/b")
+    );
 }

@@ -152,7 +152,10 @@ fn config() -> impl Strategy<Value = Config> {
             ..HostSettings::default()
         });
     let hosts = prop::collection::btree_map("[a-z][a-z0-9_-]{0,6}", host, 0..4);
-    let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings { options });
+    let ssh = prop::collection::vec("-[a-zA-Z]", 0..3).prop_map(|options| SshSettings {
+        options,
+        ..SshSettings::default()
+    });
     let inventory = (
         prop::option::of("[a-z][a-z -]{0,20}"),
         prop::option::of("[1-9][0-9]{0,2}(s|m)"),

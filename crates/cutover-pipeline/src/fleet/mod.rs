@@ -106,6 +106,7 @@ impl<'p> Fleet<'p> {
                     }
                 };
                 let opened = connected.and_then(|mut host| {
+                    slot.report.agent_upload = host.agent_upload().cloned();
                     let request = OpenRequest {
                         host: plan.name.clone(),
                         path: plan.path.clone(),

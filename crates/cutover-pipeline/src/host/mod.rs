@@ -25,8 +25,25 @@ pub struct StageOrder<'a> {
     pub dry_run: bool,
 }
 
+/// The agent a connection uploaded before its first request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentUpload {
+    /// The host's `uname -sm`.
+    pub platform: String,
+    /// The file on this machine that was sent.
+    pub file: String,
+    /// Its size.
+    pub size: u64,
+    /// What went over ssh for it (gzip-compressed).
+    pub bytes_sent: u64,
+}
+
 pub trait Host: Send {
     fn name(&self) -> &str;
+    /// What connecting uploaded, if anything.
+    fn agent_upload(&self) -> Option<&AgentUpload> {
+        None
+    }
     /// Whether `stage` sends the tree's manifest (prepared once for all hosts first).
     fn wants_manifest(&self) -> bool;
     fn open(&mut self, request: &OpenRequest) -> Result<Opened, HostError>;

@@ -15,7 +15,7 @@ use cutover_protocol::{
 use cutover_refresh::{PoolSpec, RefreshReport};
 
 use super::ssh::{Agent, Target};
-use super::{Host, StageOrder};
+use super::{AgentUpload, Host, StageOrder};
 use crate::{HostError, HostPlan, SourceTree};
 
 pub struct RemoteHost {
@@ -85,6 +85,10 @@ impl RemoteHost {
 impl Host for RemoteHost {
     fn name(&self) -> &str {
         &self.target.name
+    }
+
+    fn agent_upload(&self) -> Option<&AgentUpload> {
+        self.agent.as_ref()?.upload.as_ref()
     }
 
     fn wants_manifest(&self) -> bool {

@@ -1,29 +1,36 @@
 //! Reaching a host's agent: `ssh HOST exec <path>/.cutover/bin/cutover-<build> agent`, or
-//! the same binary as a local process for a host without `ssh`. The agent binary is this
-//! very executable, uploaded once per build (its name carries a hash of our own bytes, so
-//! both ends always run the same code).
+//! the same binary as a local process for a host without `ssh`. The uploaded agent is this
+//! very executable, or with `[ssh] agent_binaries` the file for the host's `uname -sm`;
+//! its name carries a hash of its bytes, so a host runs exactly the build it was sent, and
+//! it travels gzip-compressed (`gzip -d` is on every host; zstd is not). With
+//! `agent = "installed"` nothing is uploaded: the host's own `cutover` is run.
 //!
 //! Host key checking is ssh's and stays on; the only text that reaches the remote shell is
-//! the agent's path, single-quoted.
+//! the agent's path (and with `agent_binaries`, the platform names), single-quoted.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover_protocol::{recv, send, Limits, ProtocolError, Reply, Request, PROTOCOL};
 
-use crate::plan::{SshTarget, Transport};
+use super::AgentUpload;
+use crate::plan::{AgentSource, SshTarget, Transport};
 use crate::HostError;
 
 type Result<T, E = HostError> = std::result::Result<T, E>;
 
 /// Exit statuses of our remote one-liners (sh uses 126/127 for its own failures).
-const AGENT_MISSING: i32 = 97;
+const NOT_INSTALLED: i32 = 96;
 const WRONG_PLATFORM: i32 = 98;
+/// `MISSING + i`: the host is of candidate `i`'s platform and lacks that agent.
+const MISSING: i32 = 100;
+/// Precedes the host's `uname -sm` on stderr when no agent is for its platform.
+const PLATFORM_LINE: &str = "cutover-host-platform: ";
 
 /// Where and how to reach one host's agent.
 #[derive(Debug, Clone)]
@@ -48,21 +55,28 @@ pub struct Agent {
     input: BufReader<ChildStdout>,
     output: Counting<BufWriter<ChildStdin>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub hostname: String,
+    /// What this connection uploaded first, if anything.
+    pub upload: Option<AgentUpload>,
 }
 
 impl Agent {
     /// Connects, uploading the agent first when the host does not have this build (only
     /// with `upload`; else `None`: a dry run writes nothing on a host, not even the agent).
     pub fn connect(target: &Target, upload_missing: bool) -> Result<Option<Agent>> {
-        match Agent::spawn(target)? {
+        let candidates = candidates(target)?;
+        match Agent::spawn(target, &candidates)? {
             Spawned::Ready(agent) => Ok(Some(*agent)),
-            Spawned::Missing if !upload_missing => Ok(None),
-            Spawned::Missing => {
-                upload(target)?;
-                match Agent::spawn(target)? {
-                    Spawned::Ready(agent) => Ok(Some(*agent)),
-                    Spawned::Missing => Err(host_error(
+            Spawned::Missing(_) if !upload_missing => Ok(None),
+            Spawned::Missing(index) => {
+                let uploaded = upload(target, &candidates[index])?;
+                match Agent::spawn(target, &candidates)? {
+                    Spawned::Ready(mut agent) => {
+                        agent.upload = Some(uploaded);
+                        Ok(Some(*agent))
+                    }
+                    Spawned::Missing(_) => Err(host_error(
                         "the agent is still missing after uploading it",
                         Vec::new(),
                     )),
@@ -71,13 +85,9 @@ impl Agent {
         }
     }
 
-    fn spawn(target: &Target) -> Result<Spawned> {
+    fn spawn(target: &Target, candidates: &[Candidate]) -> Result<Spawned> {
         let mut command = match target.ssh() {
-            Some(ssh) => {
-                let bin = quote(&agent_path(&target.path).display().to_string());
-                let script = format!("test -x {bin} || exit {AGENT_MISSING}; exec {bin} agent");
-                ssh_command(ssh, &script)
-            }
+            Some(ssh) => ssh_command(ssh, &start_script(target, ssh, candidates)),
             None => {
                 let mut command = Command::new(self_exe()?);
                 command.arg("agent");
@@ -93,10 +103,10 @@ impl Agent {
             .spawn()
             .map_err(|e| host_error(&format!("could not start ssh: {e}"), Vec::new()))?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(pipe) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|pipe| {
             let tail = Arc::clone(&stderr);
-            std::thread::spawn(move || collect_tail(pipe, &tail));
-        }
+            std::thread::spawn(move || collect_tail(pipe, &tail))
+        });
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(host_error("no pipes to ssh", Vec::new()));
         };
@@ -105,11 +115,13 @@ impl Agent {
             input: BufReader::with_capacity(64 * 1024, stdout),
             output: Counting::new(BufWriter::with_capacity(256 * 1024, stdin)),
             stderr,
+            stderr_reader,
             hostname: String::new(),
+            upload: None,
         };
         let hello = Request::Hello {
             protocol: PROTOCOL,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: OUR_VERSION.to_string(),
         };
         let reply = send(&mut agent.output, &hello)
             .and_then(|()| recv::<Reply>(&mut agent.input, &Limits::DEFAULT));
@@ -121,27 +133,61 @@ impl Agent {
                 ..
             }) => {
                 if protocol != PROTOCOL {
-                    let e = ProtocolError::Version {
-                        ours: PROTOCOL,
-                        theirs: protocol,
-                        version,
-                    };
-                    return Err(agent.protocol_error(e));
+                    let message = format!(
+                        "the agent on the host is cutover {version} (protocol {protocol}); this is cutover {OUR_VERSION} (protocol {PROTOCOL})"
+                    );
+                    return Err(agent.refused(target, message, Vec::new()));
                 }
                 agent.hostname = hostname;
                 Ok(Spawned::Ready(Box::new(agent)))
+            }
+            // An agent of another protocol that checks ours first.
+            Ok(Reply::Failed(failure)) => {
+                let message = format!(
+                    "the agent on the host refused this cutover {OUR_VERSION} (protocol {PROTOCOL})"
+                );
+                let mut causes = vec![failure.message];
+                causes.extend(failure.causes);
+                Err(agent.refused(target, message, causes))
             }
             Ok(other) => Err(agent.protocol_error(ProtocolError::Unexpected {
                 expected: "hello",
                 got: other.name().to_string(),
             })),
-            Err(e) if e.is_disconnect() => {
-                if agent.exit_code() == Some(AGENT_MISSING) {
-                    return Ok(Spawned::Missing);
+            Err(e) if e.is_disconnect() => match agent.exit_code() {
+                Some(code) if (MISSING..MISSING + candidates.len() as i32).contains(&code) => {
+                    Ok(Spawned::Missing((code - MISSING) as usize))
                 }
-                Err(agent.protocol_error(e))
-            }
+                Some(NOT_INSTALLED) => Err(not_installed(target)),
+                Some(WRONG_PLATFORM) => {
+                    let lines = agent.stderr_lines();
+                    Err(wrong_platform(candidates, &lines))
+                }
+                _ => Err(agent.protocol_error(e)),
+            },
             Err(e) => Err(agent.protocol_error(e)),
+        }
+    }
+
+    /// An agent that cannot speak with this cutover: nothing was asked of it.
+    fn refused(&mut self, target: &Target, message: String, causes: Vec<String>) -> HostError {
+        let hint = match target.ssh().map(|ssh| &ssh.agent) {
+            Some(AgentSource::Installed { path }) => format!(
+                "install cutover {OUR_VERSION} as {} on the host, or set `agent = \"upload\"` in [ssh] or [hosts.{}]",
+                path.as_deref().unwrap_or("`cutover` on the PATH"),
+                target.name
+            ),
+            Some(AgentSource::Upload { binaries }) if !binaries.is_empty() => format!(
+                "build the files of [ssh] agent_binaries from this cutover's source ({OUR_VERSION})"
+            ),
+            _ => "deploy with the same cutover version on both ends; remove <path>/.cutover/bin on the host to force a fresh upload".to_string(),
+        };
+        let _ = self.child.kill();
+        let _ = self.wait_exit(Duration::from_secs(2));
+        HostError {
+            causes,
+            hints: vec![hint],
+            ..HostError::failed(message)
         }
     }
 
@@ -181,11 +227,11 @@ impl Agent {
         } else {
             None
         };
-        let mut causes: Vec<String> = self
-            .stderr
-            .lock()
-            .map(|tail| tail.iter().cloned().collect())
-            .unwrap_or_default();
+        let mut causes = if status.is_some() {
+            self.stderr_lines()
+        } else {
+            self.stderr_tail()
+        };
         if let Some(status) = status {
             causes.push(format!("ssh exited with {status}"));
         }
@@ -201,6 +247,24 @@ impl Agent {
             ];
         }
         error
+    }
+
+    fn stderr_tail(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .map(|tail| tail.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last lines of stderr once ssh has exited: everything it printed, read to the end.
+    fn stderr_lines(&mut self) -> Vec<String> {
+        if let Some(reader) = self.stderr_reader.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !reader.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.stderr_tail()
     }
 
     fn exit_code(&mut self) -> Option<i32> {
@@ -240,7 +304,145 @@ fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitSt
 
 enum Spawned {
     Ready(Box<Agent>),
-    Missing,
+    /// The host is of `candidates[i]`'s platform and lacks its agent.
+    Missing(usize),
+}
+
+const OUR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An agent that may be uploaded: for hosts whose `uname -sm` is `platform`.
+struct Candidate {
+    platform: String,
+    file: PathBuf,
+    /// This executable: known to run here, so not checked like a file of the config.
+    own: bool,
+}
+
+impl Candidate {
+    /// `cutover-<version>-<first 16 hex of blake3(file)>`.
+    fn name(&self) -> std::result::Result<String, String> {
+        static NAMES: Mutex<Vec<(PathBuf, std::result::Result<String, String>)>> =
+            Mutex::new(Vec::new());
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, name)) = names.iter().find(|(file, _)| *file == self.file) {
+            return name.clone();
+        }
+        let name = hash_name(&self.file);
+        names.push((self.file.clone(), name.clone()));
+        name
+    }
+}
+
+fn hash_name(file: &Path) -> std::result::Result<String, String> {
+    let reader = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(reader).map_err(|e| e.to_string())?;
+    let hex = hasher.finalize().to_hex();
+    Ok(format!("cutover-{OUR_VERSION}-{}", &hex[..16]))
+}
+
+/// What may be uploaded to the target: `[ssh] agent_binaries`, or this executable for
+/// hosts of this machine's platform. Nothing for an installed agent or a local process.
+fn candidates(target: &Target) -> Result<Vec<Candidate>> {
+    match target.ssh().map(|ssh| &ssh.agent) {
+        Some(AgentSource::Upload { binaries }) if binaries.is_empty() => Ok(vec![Candidate {
+            platform: local_platform(),
+            file: self_exe()?,
+            own: true,
+        }]),
+        Some(AgentSource::Upload { binaries }) => Ok(binaries
+            .iter()
+            .map(|binary| Candidate {
+                platform: binary.platform.clone(),
+                file: binary.file.clone(),
+                own: false,
+            })
+            .collect()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The remote command that starts the agent: the installed one, or the uploaded one for
+/// the host's platform, exiting `MISSING + i` when the host lacks it.
+fn start_script(target: &Target, ssh: &SshTarget, candidates: &[Candidate]) -> String {
+    if let AgentSource::Installed { path } = &ssh.agent {
+        return match path {
+            Some(path) => {
+                let bin = quote(path);
+                format!("test -x {bin} || exit {NOT_INSTALLED}; exec {bin} agent")
+            }
+            None => format!(
+                "command -v cutover >/dev/null 2>&1 || exit {NOT_INSTALLED}; exec cutover agent"
+            ),
+        };
+    }
+    let mut script = String::from("case \"$(uname -sm)\" in\n");
+    for (index, candidate) in candidates.iter().enumerate() {
+        let missing = MISSING + index as i32;
+        let platform = quote(&candidate.platform);
+        match candidate.name() {
+            Ok(name) => {
+                let bin = quote(&agent_dir(&target.path).join(name).display().to_string());
+                script.push_str(&format!(
+                    "{platform}) test -x {bin} || exit {missing}; exec {bin} agent;;\n"
+                ));
+            }
+            // The upload checks the file and says what is wrong with it.
+            Err(_) => script.push_str(&format!("{platform}) exit {missing};;\n")),
+        }
+    }
+    script.push_str(&format!(
+        "*) echo {line}\"$(uname -sm)\" >&2; exit {WRONG_PLATFORM};;\nesac",
+        line = quote(PLATFORM_LINE)
+    ));
+    script
+}
+
+fn not_installed(target: &Target) -> HostError {
+    let path = match target.ssh().map(|ssh| &ssh.agent) {
+        Some(AgentSource::Installed { path: Some(path) }) => path.clone(),
+        _ => "cutover".to_string(),
+    };
+    let message = if path == "cutover" {
+        "no `cutover` on the PATH of an ssh session on the host".to_string()
+    } else {
+        format!("no agent on the host: `{path}` is not an executable file")
+    };
+    HostError::failed(message).with_hint(format!(
+        "install cutover {OUR_VERSION} there (`agent_path` names where), or set `agent = \"upload\"`"
+    ))
+}
+
+fn wrong_platform(candidates: &[Candidate], stderr: &[String]) -> HostError {
+    let platform = stderr
+        .iter()
+        .find_map(|line| line.strip_prefix(PLATFORM_LINE))
+        .unwrap_or("(its uname -sm was not received)")
+        .to_string();
+    let known: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("\"{}\"", c.platform))
+        .collect();
+    match candidates {
+        [only] if only.own => HostError::usage(
+            format!(
+                "the host is \"{platform}\"; this cutover is built for {} and uploads itself",
+                known[0]
+            ),
+            format!(
+                "set [ssh] agent_binaries = {{ \"{platform}\" = \"path/to/cutover\" }} (a cutover built for it; README: \"Hosts of another platform\"), or install one there and set `agent = \"installed\"`"
+            ),
+        ),
+        _ => HostError::usage(
+            format!(
+                "the host is \"{platform}\"; [ssh] agent_binaries has agents for {}",
+                known.join(", ")
+            ),
+            format!("add \"{platform}\" = \"path/to/cutover\" to [ssh] agent_binaries (a cutover built for it)"),
+        ),
+    }
 }
 
 fn host_error(message: &str, causes: Vec<String>) -> HostError {
@@ -314,83 +516,197 @@ fn self_exe() -> Result<PathBuf> {
     })
 }
 
-/// `cutover-<version>-<first 16 hex of blake3(own executable)>`.
-fn agent_name() -> Result<&'static str> {
-    static NAME: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    let name = NAME.get_or_init(|| {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let file = std::fs::File::open(&exe).map_err(|e| e.to_string())?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(file).map_err(|e| e.to_string())?;
-        let hex = hasher.finalize().to_hex();
-        Ok(format!(
-            "cutover-{}-{}",
-            env!("CARGO_PKG_VERSION"),
-            &hex[..16]
-        ))
-    });
-    name.as_deref().map_err(|e| {
-        HostError::failed(format!(
-            "cannot read this cutover executable to upload it: {e}"
-        ))
-    })
+fn agent_dir(deploy_path: &Path) -> PathBuf {
+    deploy_path.join(cutover_core::layout::STATE).join("bin")
 }
 
-fn agent_path(deploy_path: &Path) -> PathBuf {
-    let name = agent_name().unwrap_or("cutover-agent");
-    deploy_path
-        .join(cutover_core::layout::STATE)
-        .join("bin")
-        .join(name)
-}
-
-/// Copies this executable to the host, under a temporary name then renamed, so a
-/// concurrent connect never runs half a binary.
-fn upload(target: &Target) -> Result<()> {
-    agent_name()?;
+/// Sends the candidate's file, compressed, to the host under a temporary name then renamed,
+/// so a concurrent connect never runs half a binary; `gzip -d` checks the stream's CRC, so
+/// a cut connection leaves no agent.
+fn upload(target: &Target, candidate: &Candidate) -> Result<AgentUpload> {
     let Some(ssh) = target.ssh() else {
         return Err(HostError::internal(
             "only an ssh host gets the agent uploaded",
         ));
     };
-    let bin = agent_path(&target.path);
-    let dir = bin.parent().unwrap_or(Path::new("/"));
+    if !candidate.own {
+        check_binary(&candidate.platform, &candidate.file)?;
+    }
+    let name = candidate.name().map_err(|e| {
+        HostError::failed(format!(
+            "cannot read {} to upload it: {e}",
+            candidate.file.display()
+        ))
+    })?;
+    let packed = compressed(&candidate.file)?;
+    let dir = agent_dir(&target.path);
+    let bin = dir.join(name);
     let temp = dir.join(format!(".upload-{}", std::process::id()));
-    let platform = format!("{} {}", uname_os(), std::env::consts::ARCH);
     let script = format!(
         "[ \"$(uname -sm)\" = {platform} ] || {{ echo \"this host is $(uname -sm); the agent is built for \"{platform} >&2; exit {WRONG_PLATFORM}; }}; \
-         umask 022 && mkdir -p {dir} && cat > {temp} && chmod 755 {temp} && mv -f {temp} {bin} && \
+         umask 022 && mkdir -p {dir} && gzip -d > {temp} && chmod 755 {temp} && mv -f {temp} {bin} && \
          for old in {dir}/cutover-*; do [ \"$old\" = {bin} ] || rm -f \"$old\"; done",
-        platform = quote(&platform),
+        platform = quote(&candidate.platform),
         dir = quote(&dir.display().to_string()),
         temp = quote(&temp.display().to_string()),
         bin = quote(&bin.display().to_string()),
     );
     let mut command = ssh_command(ssh, &script);
-    tracing::info!(host = %target.name, command = ?command, "uploading the agent");
-    let exe = self_exe()?;
-    let file = std::fs::File::open(&exe)
-        .map_err(|e| host_error(&format!("cannot read {}: {e}", exe.display()), Vec::new()))?;
-    let output = command
-        .stdin(Stdio::from(file))
+    tracing::info!(
+        host = %target.name,
+        file = %candidate.file.display(),
+        size = packed.size,
+        compressed = packed.bytes.len(),
+        command = ?command,
+        "uploading the agent"
+    );
+    let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| host_error(&format!("could not start ssh: {e}"), Vec::new()))?;
-    if output.status.success() {
-        return Ok(());
+    let writer = child.stdin.take().map(|mut stdin| {
+        let bytes = Arc::clone(&packed.bytes);
+        // A failed write shows as the remote command's failure (gzip: unexpected end).
+        std::thread::spawn(move || stdin.write_all(&bytes).is_ok())
+    });
+    let output = child
+        .wait_with_output()
+        .map_err(|e| host_error(&format!("ssh failed: {e}"), Vec::new()))?;
+    let written = writer.is_some_and(|w| w.join().unwrap_or(false));
+    if output.status.success() && written {
+        return Ok(AgentUpload {
+            platform: candidate.platform.clone(),
+            file: candidate.file.display().to_string(),
+            size: packed.size,
+            bytes_sent: packed.bytes.len() as u64,
+        });
     }
     let causes = String::from_utf8_lossy(&output.stderr)
         .lines()
         .map(str::to_string)
         .collect();
     let mut error = host_error("could not upload the agent", causes);
-    error.hints = vec![if output.status.code() == Some(WRONG_PLATFORM) {
-        "deploy from a machine of the same platform as the hosts (cutover uploads itself)".into()
-    } else {
-        "check that ssh reaches the host (`ssh HOST true` with the same [ssh] options) and that the deploy user can write the deploy path".into()
+    error.hints = vec![match output.status.code() {
+        Some(WRONG_PLATFORM) => "set [ssh] agent_binaries to a cutover built for the host's platform".into(),
+        Some(127) => "the host needs `gzip` (and a POSIX sh) to receive the agent; or install cutover there and set `agent = \"installed\"`".into(),
+        _ => "check that ssh reaches the host (`ssh HOST true` with the same [ssh] options) and that the deploy user can write the deploy path".into(),
     }];
     Err(error)
+}
+
+/// An agent file of the config, checked before it is sent anywhere: a file, executable,
+/// and (where the header says) for the platform's machine.
+fn check_binary(platform: &str, file: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let problem = |what: String, hint: &str| {
+        Err(HostError::usage(
+            format!("the agent for \"{platform}\" ({}) {what}", file.display()),
+            hint,
+        ))
+    };
+    let build_hint = "build cutover for that platform (README: \"Hosts of another platform\") or fix [ssh] agent_binaries";
+    let meta = match std::fs::metadata(file) {
+        Ok(meta) => meta,
+        Err(e) => return problem(format!("cannot be read: {e}"), build_hint),
+    };
+    if !meta.is_file() {
+        return problem("is not a file".into(), build_hint);
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return problem(
+            "is not executable".into(),
+            "make it executable (`chmod +x`)",
+        );
+    }
+    let mut head = Vec::with_capacity(20);
+    let read = std::fs::File::open(file).and_then(|f| f.take(20).read_to_end(&mut head));
+    if let Err(e) = read {
+        return problem(format!("cannot be read: {e}"), build_hint);
+    }
+    let (os, arch) = platform.split_once(' ').unwrap_or((platform, ""));
+    if matches!(os, "Linux" | "FreeBSD" | "NetBSD" | "OpenBSD") {
+        if head.len() < 20 || head[..4] != *b"\x7fELF" {
+            return problem("is not an ELF executable".into(), build_hint);
+        }
+        let machine = if head[5] == 2 {
+            u16::from_be_bytes([head[18], head[19]])
+        } else {
+            u16::from_le_bytes([head[18], head[19]])
+        };
+        if let Some(expected) = elf_machine(arch) {
+            if machine != expected {
+                return problem(
+                    format!("is an ELF executable for machine {machine}, not {arch} ({expected})"),
+                    build_hint,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ELF `e_machine` of a `uname -m`; `None` where we do not know it (not checked then).
+fn elf_machine(arch: &str) -> Option<u16> {
+    Some(match arch {
+        "x86_64" | "amd64" => 62,
+        "aarch64" | "arm64" => 183,
+        "i386" | "i486" | "i586" | "i686" => 3,
+        "armv6l" | "armv7l" | "armv8l" => 40,
+        "riscv64" => 243,
+        "ppc64" | "ppc64le" => 21,
+        "s390x" => 22,
+        _ => return None,
+    })
+}
+
+/// A file gzip-compressed once per process, whichever host asks first (the others wait).
+#[derive(Clone)]
+struct Packed {
+    size: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+fn compressed(file: &Path) -> Result<Packed> {
+    static PACKED: Mutex<Vec<(PathBuf, Packed)>> = Mutex::new(Vec::new());
+    let mut cache = PACKED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, packed)) = cache.iter().find(|(path, _)| path == file) {
+        return Ok(packed.clone());
+    }
+    let io = |e: std::io::Error| {
+        HostError::failed(format!(
+            "cannot compress {} to upload it: {e}",
+            file.display()
+        ))
+    };
+    let mut reader = std::fs::File::open(file).map_err(io)?;
+    let size = reader.metadata().map_err(io)?.len();
+    // A release build (~11 MB) gets the better ratio; a debug build (~125 MB, tests and
+    // development) the faster compression: level 6 would take ~10 s of it on one core.
+    let level = if size > 64 << 20 {
+        flate2::Compression::fast()
+    } else {
+        flate2::Compression::default()
+    };
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size as usize / 3), level);
+    std::io::copy(&mut reader, &mut encoder).map_err(io)?;
+    let bytes = Arc::new(encoder.finish().map_err(io)?);
+    let packed = Packed { size, bytes };
+    cache.push((file.to_path_buf(), packed.clone()));
+    Ok(packed)
+}
+
+/// What `uname -sm` prints on this machine (`Linux x86_64`, `Darwin arm64`).
+fn local_platform() -> String {
+    let arch = match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("macos", "aarch64") => "arm64",
+        (_, "x86") => "i686",
+        (_, arch) => arch,
+    };
+    format!("{} {arch}", uname_os())
 }
 
 fn uname_os() -> &'static str {
@@ -450,6 +766,48 @@ mod tests {
             split("deploy@[fe80::1%eth0]"),
             ("deploy@fe80::1%eth0", None)
         );
+    }
+
+    #[test]
+    fn an_agent_file_is_checked_against_the_platform_it_is_listed_for() {
+        let exe = std::env::current_exe().unwrap();
+        check_binary(&local_platform(), &exe).unwrap();
+        if cfg!(target_os = "linux") {
+            let other = if cfg!(target_arch = "aarch64") {
+                "Linux x86_64"
+            } else {
+                "Linux aarch64"
+            };
+            let error = check_binary(other, &exe).unwrap_err();
+            assert!(
+                error.message.contains("ELF executable for machine"),
+                "{error:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("cutover");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        let error = check_binary("Linux x86_64", &script).unwrap_err();
+        assert!(error.message.contains("is not executable"), "{error:?}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let error = check_binary("Linux x86_64", &script).unwrap_err();
+        assert!(error.message.contains("not an ELF"), "{error:?}");
+        let error = check_binary("Linux x86_64", &dir.path().join("absent")).unwrap_err();
+        assert!(error.message.contains("cannot be read"), "{error:?}");
+        assert_eq!(error.kind, crate::HostErrorKind::Usage);
+    }
+
+    #[test]
+    fn compression_round_trips() {
+        let exe = std::env::current_exe().unwrap();
+        let packed = compressed(&exe).unwrap();
+        assert!(packed.bytes.len() < packed.size as usize);
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&packed.bytes[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(plain == std::fs::read(&exe).unwrap());
     }
 
     #[test]
