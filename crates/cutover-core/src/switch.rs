@@ -19,6 +19,9 @@ pub struct Activation {
     /// What went wrong after the switch, which stands: `current` was changed all the same.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Wall clock, microseconds since the epoch, just before the rename (or when nothing
+    /// was done).
+    pub renamed_at_us: u64,
 }
 
 /// The release `rollback` goes to by default: the one staged before current.
@@ -37,18 +40,24 @@ fn is_zero(n: &u64) -> bool {
 /// Switches to `release` and records it as `kind` (a switch or a rollback). The static
 /// assets of the release being left are first linked into `release` (added, never
 /// replacing a file), so its pages rendered a moment ago still get their CSS and JS.
+///
+/// With `at_us` (wall clock, microseconds since the epoch), the rename waits for that
+/// instant once everything before it is done, so many hosts can rename together; an
+/// instant already past renames at once.
 pub fn activate(
     deploy: &DeployPath,
     release: &ReleaseId,
     kind: EventKind,
     mode: Mode<'_>,
     assets: &crate::assets::AssetOptions,
+    at_us: Option<u64>,
 ) -> Result<Activation> {
     deploy.require_release(release)?;
     let previous = deploy.current_release()?;
     let unchanged = mode.is_dry_run() || previous.as_ref() == Some(release);
     let mut warnings = Vec::new();
     let mut assets_carried = 0;
+    let mut renamed_at_us = crate::manifest::now_micros();
     if !unchanged {
         if let Some(leaving) = &previous {
             let target = deploy.release(release);
@@ -56,6 +65,10 @@ pub fn activate(
             assets_carried =
                 crate::assets::carry_into(deploy, release, &target, leaving, assets)?.carried;
         }
+        if let Some(at) = at_us {
+            wait_until_micros(at);
+        }
+        renamed_at_us = crate::manifest::now_micros();
         switch_current(deploy, release)?;
         // The switch is the commit point: a failure after it must not report "nothing
         // changed", so it is a warning.
@@ -74,5 +87,24 @@ pub fn activate(
         unchanged,
         assets_carried,
         warnings,
+        renamed_at_us,
     })
+}
+
+/// Sleeps until the wall clock reads `at` (microseconds since the epoch): coarsely, then
+/// the last stretch in short naps, so the wake-up lands within a fraction of a millisecond.
+fn wait_until_micros(at: u64) {
+    loop {
+        let now = crate::manifest::now_micros();
+        if now >= at {
+            return;
+        }
+        let left = at - now;
+        let nap = if left > 2_000 {
+            left - 1_000
+        } else {
+            left.min(100)
+        };
+        std::thread::sleep(std::time::Duration::from_micros(nap));
+    }
 }

@@ -128,6 +128,9 @@ fn handle(
         },
         Request::Finish { release } => Reply::Finished(host.finish(&release)?),
         Request::Switch(switch) => Reply::Switched(host.switch(&switch)?),
+        Request::Clock => Reply::Clock {
+            now_us: cutover_core::manifest::now_micros(),
+        },
         Request::Refresh { release } => Reply::Refreshed {
             report: host.refresh_for(&release)?,
         },
@@ -602,6 +605,7 @@ mod tests {
             release: id(release),
             rollback: false,
             tentative: false,
+            at_us: None,
         })
     }
 
@@ -692,5 +696,34 @@ mod tests {
             "{replies:?}"
         );
         assert!(!outside.exists() && !deploy.exists());
+    }
+
+    /// A switch instant is waited for only so long: one far ahead is refused, one that
+    /// has passed renames at once.
+    #[test]
+    fn a_switch_instant_far_ahead_is_refused_and_a_past_one_is_now() {
+        let root = tempfile::tempdir().unwrap();
+        let deploy = root.path().join("dp");
+        let at = |ahead_us: i64| {
+            Request::Switch(cutover_protocol::SwitchRequest {
+                release: id("r1"),
+                rollback: false,
+                tentative: false,
+                at_us: Some(cutover_core::manifest::now_micros().saturating_add_signed(ahead_us)),
+            })
+        };
+        let mut bytes = Vec::new();
+        send(&mut bytes, &hello()).unwrap();
+        send(&mut bytes, &open(&deploy)).unwrap();
+        push_stage(&mut bytes, "r1", false);
+        send(&mut bytes, &Request::Finish { release: id("r1") }).unwrap();
+        send(&mut bytes, &at(60_000_000)).unwrap();
+        send(&mut bytes, &at(-60_000_000)).unwrap();
+        let replies = raw_session(&bytes);
+        assert!(
+            replies[5].contains("ahead of this host's clock"),
+            "{replies:?}"
+        );
+        assert_eq!(replies[6], "switched", "{replies:?}");
     }
 }

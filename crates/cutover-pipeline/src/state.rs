@@ -86,6 +86,9 @@ pub struct HostReport {
     /// Wall clock of the rename on the host, microseconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switched_at_us: Option<u64>,
+    /// The host's clock minus this machine's, when the switch was scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unchanged: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

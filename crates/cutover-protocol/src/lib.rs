@@ -35,7 +35,7 @@ use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec};
 
 /// Bumped on any incompatible change. The agent binary is named after the deploying
 /// binary's hash, so both ends normally run the same build; the check catches the rest.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// One operation of the `Host` seam each; every request gets exactly one reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +56,8 @@ pub enum Request {
         release: ReleaseId,
     },
     Switch(SwitchRequest),
+    /// The host's wall clock, for scheduling a switch; answered by `Clock`.
+    Clock,
     /// The host's refresh steps and health check for `release`, now current.
     Refresh {
         release: ReleaseId,
@@ -296,6 +298,15 @@ pub struct SwitchRequest {
     /// Until `Commit`: if the session ends first, the host switches back to the release
     /// it had and refreshes for it.
     pub tentative: bool,
+    /// Rename at this instant of the host's wall clock (microseconds since the epoch), so
+    /// every host renames together; `None`: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_us: Option<u64>,
+}
+
+impl SwitchRequest {
+    /// The furthest ahead a host accepts a switch instant.
+    pub const MAX_AHEAD_US: u64 = 5_000_000;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +345,9 @@ pub enum Reply {
     },
     Finished(Finished),
     Switched(Switched),
+    Clock {
+        now_us: u64,
+    },
     /// `None` when the host has nothing to do after a switch.
     Refreshed {
         report: Option<RefreshReport>,
@@ -367,6 +381,7 @@ impl Request {
             Request::Hooks(_) => "hooks",
             Request::Finish { .. } => "finish",
             Request::Switch(_) => "switch",
+            Request::Clock => "clock",
             Request::Refresh { .. } => "refresh",
             Request::Commit => "commit",
             Request::Abort { .. } => "abort",
@@ -389,6 +404,7 @@ impl Reply {
             Reply::HooksRan { .. } => "hooks_ran",
             Reply::Finished(_) => "finished",
             Reply::Switched(_) => "switched",
+            Reply::Clock { .. } => "clock",
             Reply::Refreshed { .. } => "refreshed",
             Reply::Committed => "committed",
             Reply::Aborted => "aborted",
@@ -539,6 +555,7 @@ mod tests {
             release: ReleaseId::parse("v2").unwrap(),
             rollback: false,
             tentative: true,
+            at_us: Some(42),
         });
         send(&mut wire, &request).unwrap();
         let mut r: &[u8] = &wire;

@@ -198,6 +198,11 @@ fn three_hosts_switch_together_and_an_incremental_deploy_sends_only_the_change()
     }
     let second = fleet.deploy_json(&config, &[]);
     let v2 = second["release"].as_str().unwrap().to_string();
+    // Every host was told when to rename, its clock's offset measured (one machine here).
+    for host in second["hosts"].as_array().unwrap() {
+        let offset = host["clock_offset_us"].as_i64();
+        assert!(offset.is_some_and(|o| o.abs() < 1_000_000), "{host}");
+    }
     let agents: Vec<_> = std::fs::read_dir(&bin)
         .unwrap()
         .map(|e| e.unwrap().path())

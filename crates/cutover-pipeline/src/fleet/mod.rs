@@ -58,6 +58,8 @@ impl Slot {
 pub struct Fleet<'p> {
     slots: Vec<Slot>,
     hooks: crate::HookSet,
+    /// Hosts rename at one scheduled instant (see `switch::schedule`), not on arrival.
+    scheduled_switch: bool,
     pool: rayon::ThreadPool,
     progress: &'p dyn Progress,
 }
@@ -132,6 +134,7 @@ impl<'p> Fleet<'p> {
         Ok(Fleet {
             slots,
             hooks: crate::HookSet::default(),
+            scheduled_switch: true,
             pool,
             progress,
         })
@@ -140,6 +143,13 @@ impl<'p> Fleet<'p> {
     /// The hooks deploys, switches and rollbacks run.
     pub fn with_hooks(mut self, hooks: crate::HookSet) -> Self {
         self.hooks = hooks;
+        self
+    }
+
+    /// Every host renames when its switch request arrives instead (what cutover did before
+    /// switches were scheduled; for comparing the two).
+    pub fn switching_on_arrival(mut self) -> Self {
+        self.scheduled_switch = false;
         self
     }
 

@@ -94,6 +94,7 @@ impl Session {
                 EventKind::RolledBack,
                 mode,
                 &self.assets,
+                None,
             );
             if back.is_ok() {
                 if let Some(refresher) = &self.refresher {
@@ -480,13 +481,25 @@ impl LocalHost {
         } else {
             session.assets.clone()
         };
-        let at_us = cutover_core::manifest::now_micros();
+        if let Some(at) = request.at_us {
+            let now = cutover_core::manifest::now_micros();
+            if at > now + SwitchRequest::MAX_AHEAD_US {
+                return Err(HostError::usage(
+                    format!(
+                        "the switch instant is {} ms ahead of this host's clock",
+                        (at - now) / 1000
+                    ),
+                    "compare the clocks of the deploying machine and the host (NTP)",
+                ));
+            }
+        }
         let activation = cutover_core::switch::activate(
             &session.deploy,
             &request.release,
             kind,
             session.mode(),
             &assets,
+            request.at_us,
         )?;
         tracing::info!(host = %self.name, release = %request.release, "switched");
         let session = self.session_mut()?;
@@ -503,7 +516,7 @@ impl LocalHost {
         Ok(Switched {
             release: request.release.clone(),
             previous: activation.previous,
-            at_us,
+            at_us: activation.renamed_at_us,
             unchanged: activation.unchanged,
             assets_carried: activation.assets_carried,
             warnings: activation.warnings,
@@ -612,6 +625,10 @@ impl Host for LocalHost {
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError> {
         self.switched = Some(self.switch(request));
         Ok(())
+    }
+
+    fn clock(&mut self) -> Result<u64, HostError> {
+        Ok(cutover_core::manifest::now_micros())
     }
 
     fn switched(&mut self) -> Result<Switched, HostError> {

@@ -56,6 +56,8 @@ pub trait Host: Send {
     /// Completes a started release: from now on it can be switched to.
     fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError>;
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError>;
+    /// The host's wall clock, microseconds since the epoch (to schedule a switch).
+    fn clock(&mut self) -> Result<u64, HostError>;
     fn switched(&mut self) -> Result<Switched, HostError>;
     /// `None` when the host has nothing to do after a switch.
     fn refresh(&mut self, release: &ReleaseId) -> Result<Option<RefreshReport>, HostError>;

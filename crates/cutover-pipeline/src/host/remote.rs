@@ -166,6 +166,13 @@ impl Host for RemoteHost {
         }
     }
 
+    fn clock(&mut self) -> Result<u64, HostError> {
+        match self.call(&Request::Clock)? {
+            Reply::Clock { now_us } => Ok(now_us),
+            other => Err(self.unexpected("clock", &other)),
+        }
+    }
+
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError> {
         self.agent()?.send(&Request::Switch(request.clone()))
     }

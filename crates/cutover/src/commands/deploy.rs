@@ -31,7 +31,13 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     let observer = hosts::stage_observer(printer);
     let hooks = settings::hook_set(&config);
     let outcome = hosts::run_fleet(&plans, access, parallel, observer, printer, |fleet| {
-        fleet.with_hooks(hooks).deploy(&job)
+        let fleet = fleet.with_hooks(hooks);
+        // For benchmarks: the switch as it was before it was scheduled.
+        let fleet = match std::env::var_os("CUTOVER_SWITCH_ON_ARRIVAL") {
+            Some(_) => fleet.switching_on_arrival(),
+            None => fleet,
+        };
+        fleet.deploy(&job)
     })?;
     let run = || Run {
         source: Some(&job.source),
