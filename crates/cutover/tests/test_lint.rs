@@ -414,9 +414,10 @@ fn debian_wordpress_reports_abspath_once_and_nothing_outside_the_deploy_path() {
     let findings = json["findings"].as_array().unwrap();
     for finding in findings {
         let message = finding["message"].as_str().unwrap();
-        assert!(!message.contains("/usr/share/wordpress"), "{json:#}");
+        // (The files' own paths in the sandbox end in usr/share/wordpress too.)
+        assert!(!message.contains("'/usr/share/wordpress"), "{json:#}");
         assert!(
-            !message.contains("it runs through the deploy symlink"),
+            !message.contains("it runs through the deploy symlink /"),
             "{json:#}"
         );
     }

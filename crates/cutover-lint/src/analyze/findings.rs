@@ -56,7 +56,7 @@ enum Reach {
     /// Through `<deploy>/current` (or another symlink into `<deploy>/releases`).
     Deploy(PathBuf),
     /// An unfinished path that may continue into `<deploy>/current`.
-    MayReach,
+    Perhaps,
     /// Outside every deploy path given: not an atomicity hazard.
     Elsewhere,
     /// No deploy path given: it may or may not.
@@ -124,7 +124,7 @@ impl Judge<'_> {
         }
         match super::path::deploy_reach(&self.options.deploy_paths, &origin.text, origin.complete) {
             Some((current, true)) => Reach::Deploy(current),
-            Some((_, false)) => Reach::MayReach,
+            Some((_, false)) => Reach::Perhaps,
             None => Reach::Elsewhere,
         }
     }
