@@ -27,17 +27,28 @@ use rayon::prelude::*;
 
 pub use rule::Rule;
 
-/// What a lint run reports besides the hazards it is sure of.
+/// What a lint run reports besides the hazards it is sure of, and what it knows of the
+/// targets.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Also report includes whose path comes from somewhere the linter cannot follow (a
     /// function parameter, a method's result, a variable set elsewhere) as `unknown-origin`.
     /// Never in `vendor/`, where dynamic includes are the autoloaders' business.
     pub strict: bool,
+    /// The deploy paths the app is deployed to (`<path>/current -> releases/<id>`). With
+    /// any, an absolute include path is a hazard only when it runs through one's `current`
+    /// (or, on this machine, another symlink into its `releases/`); paths elsewhere
+    /// (`/usr/share/php`) are not reported. Without, every absolute path is reported, and
+    /// messages say only that it is a hazard if it runs through the deploy symlink.
+    pub deploy_paths: Vec<PathBuf>,
 }
 
-/// One include (or `set_include_path()`, `opcache_compile_file()` call) that can leave its
-/// release at run time.
+/// Uses listed in a finding; `uses_count` has them all.
+pub const MAX_USES_LISTED: usize = 10;
+
+/// A hazard, reported where it is defined: at the `define()`, `const` or assignment whose
+/// value the include paths are built from (once for all its uses), or at the include,
+/// `set_include_path()` or `opcache_compile_file()` itself when its path is written there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     #[serde(serialize_with = "lossy_path")]
@@ -51,6 +62,20 @@ pub struct Finding {
     pub message: String,
     /// The `__DIR__`-based form to use instead, or what else to do.
     pub hint: String,
+    /// The includes (or calls) whose paths come from here, in file and line order: the first
+    /// [`MAX_USES_LISTED`].
+    pub uses: Vec<Use>,
+    /// How many there are in all.
+    pub uses_count: usize,
+}
+
+/// Where a finding's path is used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Use {
+    #[serde(serialize_with = "lossy_path")]
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
 }
 
 /// A file that could not be read, or whose syntax tree has errors. A file with syntax
@@ -94,95 +119,185 @@ pub fn lint_source(path: &Path, text: &str) -> Vec<Finding> {
 /// [`lint_source`] with options.
 pub fn lint_source_with(path: &Path, text: &str, options: &Options) -> Vec<Finding> {
     let file = walk::SourceFile::single(path);
-    let mut knowledge = analyze::Knowledge::default();
-    let collected = analyze::analyze(&file, text, &knowledge, options, false);
-    knowledge.absorb(&file.rel, collected);
-    analyze::analyze(&file, text, &knowledge, options, true).findings
+    let mut facts = analyze::analyze(&file, text, options);
+    let mut definitions = analyze::Definitions::default();
+    facts.define_into(&file.rel, &mut definitions);
+    let judge = analyze::Judge {
+        file: &file,
+        dir: file.dir_components(),
+        paths: None,
+        options,
+        allows: &facts.allows,
+        definitions: &definitions,
+    };
+    let mut hits = judge.judge(&facts.sites);
+    hits.append(&mut facts.hits);
+    let allows: HashMap<&str, &[suppress::Allow]> =
+        HashMap::from([(file.rel.as_str(), facts.allows.as_slice())]);
+    group(hits, &allows, |_| path.to_path_buf())
 }
 
 /// Lints every `*.php`, `*.phtml`, `*.inc` and `*.module` file under `dir` (or `dir` itself
 /// when it is a file). `.git`, `.hg`, `.svn` and `node_modules` are skipped; `vendor/` is
 /// linted like the app, since its includes run in the same requests.
+///
+/// Each file is read, parsed and walked once, on all cores, and its syntax tree dropped
+/// right after: what the rest of the run needs is a file's definitions and the include
+/// sites that may be hazards. Definitions are then known tree-wide, the sites' values are
+/// resolved and judged (on all cores again), and the hits grouped by definition.
 pub fn lint_dir(dir: &Path, options: &Options) -> Result<Report> {
     let tree = walk::walk(dir)?;
     let mut unparsable = tree.unreadable;
-    let mut texts = Vec::with_capacity(tree.files.len());
-    for file in tree.files {
-        match std::fs::read(&file.display) {
-            Ok(bytes) => {
-                let text = match String::from_utf8(bytes) {
-                    Ok(text) => text,
-                    Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
-                };
-                texts.push((file, text));
+    let read: Vec<Result<analyze::FileFacts, String>> = tree
+        .files
+        .par_iter()
+        .map(|file| {
+            let bytes = std::fs::read(&file.display).map_err(|e| format!("cannot read: {e}"))?;
+            let text = match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+            };
+            Ok(analyze::analyze(file, &text, options))
+        })
+        .collect();
+
+    // Constants and exported variables of the app, for every file's includes. Not from
+    // vendor/: the app does not build include paths from its libraries' definitions.
+    let mut definitions = analyze::Definitions::default();
+    let mut facts = Vec::with_capacity(read.len());
+    for (file, result) in tree.files.iter().zip(read) {
+        match result {
+            Ok(mut file_facts) => {
+                if !file.in_vendor() {
+                    file_facts.define_into(&file.rel, &mut definitions);
+                }
+                if let Some((line, column)) = file_facts.syntax_error {
+                    unparsable.push(Unparsable {
+                        file: file.display.clone(),
+                        line,
+                        column,
+                        message: "syntax error; the rest of the file was linted".into(),
+                    });
+                }
+                facts.push((file, file_facts));
             }
-            Err(error) => unparsable.push(Unparsable {
+            Err(message) => unparsable.push(Unparsable {
                 file: file.display.clone(),
                 line: 0,
                 column: 0,
-                message: format!("cannot read: {error}"),
+                message,
             }),
         }
     }
 
-    // Constants and exported variables first: a constant defined in config.php is used in
-    // index.php. Twice, so a definition built from another file's definition
-    // (`define('LIB', ROOT . '/lib')`) is known too. Not from vendor/: the app does not
-    // build include paths from its libraries' definitions, and parsing is most of the time
-    // a run takes, so vendor/ is parsed once, for its own findings.
-    let mut knowledge = analyze::Knowledge {
-        paths: Some(tree.paths),
-        ..Default::default()
-    };
-    for _ in 0..2 {
-        let collected: Vec<_> = texts
-            .par_iter()
-            .filter(|(file, _)| !file.in_vendor())
-            .map(|(file, text)| {
-                (
-                    file.rel.clone(),
-                    analyze::analyze(file, text, &knowledge, options, false),
-                )
-            })
-            .collect();
-        let mut next = analyze::Knowledge {
-            paths: knowledge.paths.take(),
-            ..Default::default()
-        };
-        for (rel, analysis) in collected {
-            next.absorb(&rel, analysis);
-        }
-        knowledge = next;
-    }
-
-    let analyses: Vec<_> = texts
-        .par_iter()
-        .map(|(file, text)| {
-            (
+    let hits: Vec<analyze::Hit> = facts
+        .par_iter_mut()
+        .flat_map_iter(|(file, file_facts)| {
+            let judge = analyze::Judge {
                 file,
-                analyze::analyze(file, text, &knowledge, options, true),
-            )
+                dir: file.dir_components(),
+                paths: Some(&tree.paths),
+                options,
+                allows: &file_facts.allows,
+                definitions: &definitions,
+            };
+            let mut hits = judge.judge(&file_facts.sites);
+            hits.append(&mut file_facts.hits);
+            hits
         })
         .collect();
-    let mut findings = Vec::new();
-    for (file, analysis) in analyses {
-        findings.extend(analysis.findings);
-        if let Some((line, column)) = analysis.syntax_error {
-            unparsable.push(Unparsable {
-                file: file.display.clone(),
-                line,
-                column,
-                message: "syntax error; the rest of the file was linted".into(),
-            });
-        }
-    }
-    findings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let allows: HashMap<&str, &[suppress::Allow]> = facts
+        .iter()
+        .filter(|(_, f)| !f.allows.is_empty())
+        .map(|(file, f)| (file.rel.as_str(), f.allows.as_slice()))
+        .collect();
+    let findings = group(hits, &allows, |rel| walk::display(dir, rel));
     unparsable.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(Report {
         findings,
-        files_scanned: texts.len(),
+        files_scanned: facts.len(),
         unparsable,
     })
+}
+
+/// One finding per definition (with every include built from it as a use), one per hit
+/// without one. A definition accepted by an allow comment on its line reports nothing.
+fn group(
+    hits: Vec<analyze::Hit>,
+    allows: &HashMap<&str, &[suppress::Allow]>,
+    display: impl Fn(&str) -> PathBuf,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut groups: HashMap<analyze::Definition, (Rule, Vec<Use>)> = HashMap::new();
+    for hit in hits {
+        let at = Use {
+            file: display(&hit.file),
+            line: hit.line,
+            column: hit.column,
+        };
+        match hit.definition {
+            Some(definition) => {
+                let group = groups
+                    .entry(definition)
+                    .or_insert_with(|| (hit.rule, Vec::new()));
+                group.0 = group.0.min(hit.rule);
+                group.1.push(at);
+            }
+            None => findings.push(Finding {
+                file: at.file.clone(),
+                line: at.line,
+                column: at.column,
+                rule: hit.rule,
+                message: hit.message,
+                hint: hit.hint,
+                uses: vec![at],
+                uses_count: 1,
+            }),
+        }
+    }
+    for (definition, (rule, mut uses)) in groups {
+        let accepted = allows.get(definition.file.as_str()).is_some_and(|allows| {
+            allows
+                .iter()
+                .any(|a| a.covers(rule, definition.line, definition.line))
+        });
+        if accepted {
+            continue;
+        }
+        uses.sort();
+        let count = uses.len();
+        let first = &uses[0];
+        let used = if count == 1 {
+            format!(
+                "an include path is built from it ({}:{})",
+                first.file.display(),
+                first.line
+            )
+        } else {
+            format!(
+                "{count} include paths are built from it (first {}:{})",
+                first.file.display(),
+                first.line
+            )
+        };
+        let message = format!(
+            "{} is {}, and {used}: {}",
+            definition.what, definition.start, definition.why
+        );
+        uses.truncate(MAX_USES_LISTED);
+        findings.push(Finding {
+            file: display(&definition.file),
+            line: definition.line,
+            column: definition.column,
+            rule,
+            message,
+            hint: definition.hint,
+            uses,
+            uses_count: count,
+        });
+    }
+    findings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    findings
 }
 
 fn lossy_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
@@ -192,6 +307,3 @@ fn lossy_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok,
 /// Root-relative paths ('/'-separated) of every file and directory of the tree, for hints
 /// that name the real file an absolute or relative path meant.
 pub(crate) type TreePaths = HashSet<String>;
-
-/// Origins of exported variables, by root-relative file.
-pub(crate) type Exports = HashMap<String, HashMap<String, Vec<analyze::Origin>>>;

@@ -1,10 +1,5 @@
 //! The rules, their stable ids, and the texts of their findings.
 
-/// Why a path through the deploy symlink is a hazard, in every path finding's message.
-pub(crate) const WHY: &str = "a path through the deploy symlink is resolved again at include \
-     time (and cached per worker for realpath_cache_ttl), so it can load the other release's \
-     file mid-request; __DIR__ is this release's real path";
-
 /// One kind of hazard. The ids (`absolute-path`, …) are stable: they appear in `--json`
 /// output and in `// cutover-lint: allow(ID)` comments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

@@ -3,7 +3,7 @@
 
 use crate::Rule;
 
-const MARKER: &str = "cutover-lint:";
+pub(crate) const MARKER: &str = "cutover-lint:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Allowed {

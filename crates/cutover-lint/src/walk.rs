@@ -34,6 +34,15 @@ impl SourceFile {
         parts
     }
 
+    /// The directory of a root-relative file, as components.
+    pub fn dir_of(rel: &str) -> Vec<String> {
+        SourceFile {
+            display: PathBuf::new(),
+            rel: rel.to_string(),
+        }
+        .dir_components()
+    }
+
     pub fn file_name(&self) -> &str {
         self.rel.rsplit('/').next().unwrap_or(&self.rel)
     }
@@ -136,7 +145,7 @@ pub(crate) fn walk(root: &Path) -> Result<Tree> {
 }
 
 /// `cutover lint` shows `public/index.php`, `cutover lint app` shows `app/public/index.php`.
-fn display(root: &Path, rel: &str) -> PathBuf {
+pub(crate) fn display(root: &Path, rel: &str) -> PathBuf {
     if root == Path::new(".") {
         PathBuf::from(rel)
     } else {

@@ -8,8 +8,12 @@ use std::path::Path;
 use cutover_lint::{lint_dir, lint_source, lint_source_with, Finding, Options};
 
 /// (line, rule id) of each finding.
+/// (line, rule id) of each include the findings cover.
 fn found(findings: &[Finding]) -> Vec<(usize, &str)> {
-    findings.iter().map(|f| (f.line, f.rule.id())).collect()
+    findings
+        .iter()
+        .flat_map(|f| f.uses.iter().map(|u| (u.line, f.rule.id())))
+        .collect()
 }
 
 /// `'a' . 'b' . …`: tree-sitter nests a chain of `.` one level per operand.
@@ -53,15 +57,19 @@ fn a_path_built_by_a_50000_term_concatenation_keeps_its_start() {
     );
     let findings = lint_source(Path::new("a.php"), &source);
     assert_eq!(found(&findings), [(3, "absolute-path")], "{findings:#?}");
+    // Reported where $root is set, with the require as its use.
+    assert_eq!(findings[0].line, 2);
     assert!(
         findings[0]
             .message
-            .starts_with("require of the absolute path '/srv/app/current/abcdefghij"),
+            .starts_with("$root is the absolute path '/srv/app/current/abcdefghij"),
         "{}",
         findings[0].message
     );
     // The rest is unknown, so the path is shown as unfinished.
-    assert!(findings[0].message.contains("…' (via $root on line 2)"));
+    assert!(findings[0]
+        .message
+        .contains("…', and an include path is built from it (a.php:3)"));
 }
 
 #[test]
@@ -166,9 +174,37 @@ fn expressions_nested_past_the_bound_are_unknown_and_the_rest_is_linted() {
         );
         let findings = lint_source(Path::new("a.php"), &source);
         assert_eq!(found(&findings), [(5, "absolute-path")], "{expression:.40}");
-        let strict = Options { strict: true };
+        let strict = Options {
+            strict: true,
+            ..Options::default()
+        };
         let findings = lint_source_with(Path::new("a.php"), &source, &strict);
         let lines: Vec<usize> = findings.iter().map(|f| f.line).collect();
         assert!(lines.ends_with(&[5]), "{expression:.40}: {findings:#?}");
     }
+}
+
+/// 100,000 levels: deeper than any recursion over the tree survives on a 2 MiB stack.
+#[test]
+fn expressions_100000_deep_neither_crash_nor_hide_what_follows() {
+    let depth = 100_000;
+    let nested = [
+        inside_parentheses(depth, "'/abs/p.php'"),
+        format!("{}__DIR__{}", "dirname(".repeat(depth), ")".repeat(depth)),
+        format!("{}__DIR__{}", "[".repeat(depth), "]".repeat(depth)),
+        format!("{}__DIR__", "$a ?? ".repeat(depth)),
+        format!("{}'x'{}", "f(".repeat(depth), ")".repeat(depth)),
+        format!("{}'x'", "-".repeat(depth)),
+        concatenation(depth),
+    ];
+    for expression in &nested {
+        let source = format!("<?php\n$p = {expression};\ninclude '/abs/x.php';\n");
+        let findings = lint_source(Path::new("a.php"), &source);
+        let lines: Vec<usize> = findings.iter().map(|f| f.line).collect();
+        assert_eq!(lines, [3], "{expression:.40}: {findings:#?}");
+    }
+    // 100,000 nested ifs around an include.
+    let source = format!("<?php\n{}", inside_ifs(depth, "include '/abs/path.php';"));
+    let findings = lint_source(Path::new("a.php"), &source);
+    assert_eq!(found(&findings), [(depth + 2, "absolute-path")]);
 }

@@ -33,10 +33,12 @@ fn marked(text: &str, strict: bool) -> BTreeSet<(usize, String)> {
     marks
 }
 
+/// (line, rule id) of each include a finding covers: a finding at a definition stands for
+/// every include built from it, so the fixture marks the includes.
 fn found(findings: &[Finding]) -> BTreeSet<(usize, String)> {
     findings
         .iter()
-        .map(|f| (f.line, f.rule.id().to_string()))
+        .flat_map(|f| f.uses.iter().map(|u| (u.line, f.rule.id().to_string())))
         .collect()
 }
 
@@ -57,10 +59,11 @@ fn check_with(name: &str, options: &Options) -> Vec<Finding> {
     findings
 }
 
+/// The finding that covers the include on `line`.
 fn at(findings: &[Finding], line: usize) -> &Finding {
     findings
         .iter()
-        .find(|f| f.line == line)
+        .find(|f| f.uses.iter().any(|u| u.line == line))
         .unwrap_or_else(|| panic!("no finding on line {line}: {findings:#?}"))
 }
 
@@ -101,20 +104,33 @@ fn absolute_paths_in_concatenation_interpolation_and_heredoc() {
 #[test]
 fn variables_set_to_absolute_paths_in_the_same_scope() {
     let findings = check("absolute_variable.php");
-    let message = &at(&findings, 6).message;
+    // $root (line 3) is where the path is written: one finding there for its uses,
+    // including those through $lib.
+    let root = at(&findings, 6);
+    assert_eq!((root.line, root.column), (3, 1));
     assert!(
-        message.contains("(via $lib on line 5, $root on line 3)"),
-        "the message follows the value back: {message}"
+        root.message
+            .starts_with("$root is the absolute path '/srv/app/current', and 4 include paths are built from it (first absolute_variable.php:4)"),
+        "the finding names the definition: {}",
+        root.message
     );
+    let lines: Vec<usize> = root.uses.iter().map(|u| u.line).collect();
+    assert_eq!(lines, [4, 6, 38, 40]);
+    assert_eq!(root.uses_count, 4);
 }
 
 #[test]
 fn constants_defined_as_absolute_paths() {
     let findings = check("absolute_constant.php");
-    let message = &at(&findings, 8).message;
+    // LIB_DIR is built from APP_ROOT: both are reported at APP_ROOT's define().
+    let app_root = at(&findings, 8);
+    assert_eq!((app_root.line, app_root.column), (3, 1));
     assert!(
-        message.contains("constant LIB_DIR on line 4"),
-        "the message names the constant: {message}"
+        app_root.message.starts_with(
+            "constant APP_ROOT is the absolute path '/srv/app/current', and 3 include paths"
+        ),
+        "the finding names the constant: {}",
+        app_root.message
     );
 }
 
@@ -219,7 +235,13 @@ fn dir_based_includes_have_no_findings() {
 
 #[test]
 fn strict_reports_unknown_origins_too() {
-    let findings = check_with("dir_based.php", &Options { strict: true });
+    let findings = check_with(
+        "dir_based.php",
+        &Options {
+            strict: true,
+            ..Options::default()
+        },
+    );
     for finding in &findings {
         assert_eq!(finding.rule, Rule::UnknownOrigin);
         assert!(finding.hint.contains("allow(unknown-origin)"));
@@ -278,40 +300,47 @@ fn a_tree_follows_constants_and_variables_across_files_and_lints_vendor() {
     assert_eq!(report.files_scanned, 5);
     for rel in ["public/index.php", "vendor/legacy/Loader.php"] {
         let text = std::fs::read_to_string(root.join(rel)).unwrap();
-        let findings: Vec<Finding> = report
+        let used: BTreeSet<(usize, String)> = report
             .findings
             .iter()
-            .filter(|f| f.file == root.join(rel))
-            .cloned()
+            .flat_map(|f| f.uses.iter().map(move |u| (u, f.rule)))
+            .filter(|(u, _)| u.file == root.join(rel))
+            .map(|(u, rule)| (u.line, rule.id().to_string()))
             .collect();
-        assert_eq!(
-            found(&findings),
-            marked(&text, false),
-            "{rel}: {findings:#?}"
-        );
+        assert_eq!(used, marked(&text, false), "{rel}: {:#?}", report.findings);
     }
     assert!(report.findings.iter().all(|f| f.file.starts_with(&root)
-        && (f.file.ends_with("public/index.php") || f.file.ends_with("vendor/legacy/Loader.php"))));
+        && (f.file.ends_with("public/index.php")
+            || f.file.ends_with("config/paths.php")
+            || f.file.ends_with("vendor/legacy/Loader.php"))));
 
     let index = |line: usize| {
         report
             .findings
             .iter()
-            .find(|f| f.file.ends_with("public/index.php") && f.line == line)
+            .find(|f| {
+                f.uses
+                    .iter()
+                    .any(|u| u.file.ends_with("public/index.php") && u.line == line)
+            })
             .unwrap()
     };
-    // The constant and the variable came from config/paths.php.
+    // The constant and the variable came from config/paths.php: reported there.
+    assert!(index(3).file.ends_with("config/paths.php"));
+    assert_eq!(index(3).line, 3);
     assert!(
-        index(3)
-            .message
-            .contains("constant APP_ROOT in config/paths.php:3"),
+        index(3).message.starts_with(
+            "constant APP_ROOT is the absolute path '/srv/app/current', and an include path is \
+             built from it ("
+        ) && index(3).message.contains("public/index.php:3)"),
         "{}",
         index(3).message
     );
+    assert!(index(4).file.ends_with("config/paths.php"));
     assert!(
         index(4)
             .message
-            .contains("$templates in config/paths.php:4"),
+            .starts_with("$templates is the absolute path '/srv/app/current/templates'"),
         "{}",
         index(4).message
     );
@@ -319,14 +348,14 @@ fn a_tree_follows_constants_and_variables_across_files_and_lints_vendor() {
     assert_eq!(
         index(6).hint,
         "use `require __DIR__ . '/../lib/b.php';` — lib/b.php from this file's real directory, \
-         so it stays in this release; if the file is outside the deploy path, accept the line \
+         so it stays in this release; if the file is outside the deploy path, give \
+         --deploy-path (or [deploy] path) and such paths are not reported, or accept the line \
          with `// cutover-lint: allow(absolute-path)`"
     );
     assert!(
         index(3)
             .hint
-            .starts_with("start the path from `__DIR__ . '/../'`")
-            || index(3).hint.contains("__DIR__ . '/../lib/a.php'"),
+            .starts_with("set it from __DIR__, the defining file's real directory"),
         "{}",
         index(3).hint
     );

@@ -201,6 +201,11 @@ pub struct LintArgs {
     /// function parameter, a method's result), outside vendor/.
     #[arg(long)]
     pub strict: bool,
+    /// The deploy path the app is deployed to (repeatable); default: [deploy] path and every
+    /// [hosts.*] path of cutover.toml. With one, absolute paths outside its `current` are not
+    /// reported.
+    #[arg(long, value_name = "PATH")]
+    pub deploy_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

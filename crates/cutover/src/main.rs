@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Php(cli::PhpCommand::Reset(args)) => commands::php::reset(args, global, printer),
         Command::Doctor(args) => commands::doctor::doctor(args, global, printer),
         Command::Config(command) => commands::config::config(command, global, printer),
-        Command::Lint(args) => commands::lint::lint(args, printer),
+        Command::Lint(args) => commands::lint::lint(args, global, printer),
         Command::Completions { shell } => commands::completions::completions(*shell),
         Command::Man => commands::man::man(),
         Command::Agent => commands::agent::agent(),

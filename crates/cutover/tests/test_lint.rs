@@ -35,7 +35,7 @@ fn lint_prints_each_finding_with_a_hint_and_exits_1() {
     assert!(
         lines[0].starts_with(
             "src/public/index.php:2:1: require of the absolute path '/srv/app/current/lib/a.php': \
-             a path through the deploy symlink is resolved again at include time"
+             if it runs through the deploy symlink, it is resolved again at include time"
         ),
         "{stdout}"
     );
@@ -72,7 +72,16 @@ fn lint_json_lists_findings_files_scanned_and_unparsable_files() {
         .collect();
     assert_eq!(
         keys,
-        ["column", "file", "hint", "line", "message", "rule"],
+        [
+            "column",
+            "file",
+            "hint",
+            "line",
+            "message",
+            "rule",
+            "uses",
+            "uses_count"
+        ],
         "{json:#}"
     );
     assert_eq!(finding["file"], "src/index.php");
@@ -81,6 +90,12 @@ fn lint_json_lists_findings_files_scanned_and_unparsable_files() {
         (Some(2), Some(1))
     );
     assert_eq!(finding["rule"], "absolute-path");
+    assert_eq!(
+        finding["uses"],
+        serde_json::json!([{"file": "src/index.php", "line": 2, "column": 1}])
+    );
+    assert_eq!(finding["uses_count"], 1);
+    assert_eq!(json["deploy_paths"], serde_json::json!([]));
     let unparsable = json["unparsable"].as_array().unwrap();
     assert_eq!(unparsable.len(), 1, "{json:#}");
     assert_eq!(unparsable[0]["file"], "src/broken.php");
@@ -235,6 +250,179 @@ fn a_dir_based_app_with_a_composer_generated_autoloader_has_no_findings() {
             .as_str()
             .unwrap()
             .starts_with("use `require __DIR__ . '/../vendor/autoload.php';`"),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn lint_groups_includes_by_definition_and_knows_the_deploy_path_of_cutover_toml() {
+    let sb = Sandbox::new();
+    sb.write(
+        "config.php",
+        "<?php\ndefine('ROOT', '/srv/shop/current/');\ndefine('PEAR', '/usr/share/php/');\n",
+    );
+    sb.write(
+        "index.php",
+        "<?php\nrequire ROOT . 'a.php';\nrequire ROOT . 'b.php';\nrequire PEAR . 'Mail.php';\n",
+    );
+    // Without a deploy path: both definitions, each once, with their uses.
+    let out = sb.run(&["lint", "src"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "src/config.php:2:1: constant ROOT is the absolute path '/srv/shop/current/', and 2 \
+             include paths are built from it (first src/index.php:2): if it runs through"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "  used at: src/index.php:2:1, src/index.php:3:1");
+    assert!(
+        lines[3].starts_with("src/config.php:3:1: constant PEAR"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"2 findings in 1 file (2 files scanned)")
+    );
+
+    // [deploy] path of cutover.toml: PEAR is outside it, ROOT runs through its current.
+    write(
+        &sb.path().join("cutover.toml"),
+        "[deploy]\npath = \"/srv/shop\"\n",
+    );
+    let (code, json) = lint_json(&sb, &["src"]);
+    assert_eq!(code, 1);
+    assert_eq!(json["deploy_paths"], serde_json::json!(["/srv/shop"]));
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{json:#}");
+    assert_eq!(findings[0]["uses_count"], 2);
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it runs through the deploy symlink /srv/shop/current,"),
+        "{json:#}"
+    );
+    // --deploy-path beats the file.
+    let (code, json) = lint_json(&sb, &["src", "--deploy-path", "/srv/other"]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(json["findings"], serde_json::json!([]));
+}
+
+/// Debian's WordPress package, unpacked: `apt-get download` into a cache shared by test
+/// runs, `dpkg -x` into the sandbox. Skipped (with the reason) when apt cannot download.
+fn debian_wordpress(sb: &Sandbox) -> Option<std::path::PathBuf> {
+    let cache = std::env::temp_dir().join("cutover-test-debs");
+    std::fs::create_dir_all(&cache).unwrap();
+    let cached = |cache: &Path| {
+        std::fs::read_dir(cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("wordpress_") && name.ends_with(".deb")
+            })
+    };
+    if cached(&cache).is_none() {
+        let out = Command::new("apt-get")
+            .args(["download", "wordpress"])
+            .current_dir(&cache)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "skipped: apt-get download wordpress failed:\n{}",
+                    text(&out)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: apt-get is not available ({e})");
+                return None;
+            }
+        }
+    }
+    let deb = cached(&cache)?;
+    let unpacked = sb.path().join("wordpress-deb");
+    let out = Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dpkg -x failed:\n{}", text(&out));
+    Some(unpacked.join("usr/share/wordpress"))
+}
+
+#[test]
+fn debian_wordpress_reports_abspath_once_and_nothing_outside_the_deploy_path() {
+    let sb = Sandbox::new();
+    let Some(wordpress) = debian_wordpress(&sb) else {
+        return;
+    };
+    let dir = wordpress.to_str().unwrap();
+    // Debian's wp-config.php: define('ABSPATH', '/usr/share/wordpress/'), used by hundreds
+    // of includes.
+    let (code, json) = lint_json(&sb, &[dir]);
+    assert_eq!(code, 1);
+    assert!(
+        json["files_scanned"].as_u64().unwrap() > 900,
+        "{}",
+        json["files_scanned"]
+    );
+    let findings = json["findings"].as_array().unwrap();
+    let abspath: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["message"].as_str().unwrap().contains("ABSPATH"))
+        .collect();
+    assert_eq!(abspath.len(), 1, "{json:#}");
+    assert!(abspath[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("wp-config.php"));
+    assert!(
+        abspath[0]["uses_count"].as_u64().unwrap() > 500,
+        "{:#}",
+        abspath[0]
+    );
+    // At most one finding per origin, and none claims the deploy symlink: it is not known.
+    let mut origins: Vec<(String, u64, u64)> = findings
+        .iter()
+        .map(|f| {
+            let at = (f["line"].as_u64().unwrap(), f["column"].as_u64().unwrap());
+            (f["file"].as_str().unwrap().to_string(), at.0, at.1)
+        })
+        .collect();
+    let count = origins.len();
+    origins.dedup();
+    assert_eq!(origins.len(), count, "{json:#}");
+    assert!(findings.len() < 20, "{json:#}");
+    for finding in findings {
+        let message = finding["message"].as_str().unwrap();
+        assert!(
+            !message.contains("it runs through the deploy symlink /"),
+            "{message}"
+        );
+    }
+
+    // Deployed to /var/www/wordpress: /usr/share/wordpress is elsewhere, not a hazard.
+    let (_, json) = lint_json(&sb, &[dir, "--deploy-path", "/var/www/wordpress"]);
+    let findings = json["findings"].as_array().unwrap();
+    for finding in findings {
+        let message = finding["message"].as_str().unwrap();
+        // (The files' own paths in the sandbox end in usr/share/wordpress too.)
+        assert!(!message.contains("'/usr/share/wordpress"), "{json:#}");
+        assert!(
+            !message.contains("it runs through the deploy symlink /"),
+            "{json:#}"
+        );
+    }
+    assert!(
+        findings.iter().all(|f| f["rule"] != "absolute-path"),
         "{json:#}"
     );
 }

@@ -5,7 +5,7 @@
 use tree_sitter::Node;
 
 use super::syntax::named_children;
-use super::value::{push_via, union_into, Origin, Source, Value, Via};
+use super::value::{through, union_into, Origin, Source, Value};
 use super::Walker;
 
 impl<'t, 'k> Walker<'t, 'k> {
@@ -38,20 +38,8 @@ impl<'t, 'k> Walker<'t, 'k> {
     }
 
     pub(super) fn define(&mut self, key: String, value: Value, at: Node<'t>) {
-        let via = Via {
-            what: format!("constant {key}"),
-            file: self.file_key.clone(),
-            line: self.line(at),
-        };
-        let value: Value = value
-            .into_iter()
-            .map(|mut origin| {
-                if !matches!(origin.source, Source::Unknown(_)) {
-                    push_via(&mut origin.via, via.clone());
-                }
-                origin
-            })
-            .collect();
+        let via = self.step(format!("constant {key}"), at);
+        let value = through(value, &via);
         union_into(
             self.constants.entry(key.clone()).or_default(),
             value.clone(),
@@ -78,12 +66,11 @@ impl<'t, 'k> Walker<'t, 'k> {
         if let Some(value) = self.constants.get(key) {
             return value.clone();
         }
-        match self.knowledge.constants.get(key) {
-            Some(value) => value.clone(),
-            None => vec![Origin::unknown(format!(
-                "constant {key}, defined nowhere in the linted files"
-            ))],
-        }
+        // Defined later, or in another file: resolved once every file is read.
+        vec![Origin::of(Source::Constant {
+            name: key.to_string(),
+            up: 0,
+        })]
     }
 
     pub(super) fn class_constant(&self, node: Node<'t>) -> Value {

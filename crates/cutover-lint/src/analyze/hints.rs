@@ -2,24 +2,33 @@
 //! directory as a `__DIR__` expression when one matches. Apart because finding the file
 //! searches the tree's paths, which the findings themselves never need.
 
+use super::findings::Judge;
 use super::findings::PathUse;
 use super::path::{relative_path, resolve};
 use super::value::{Origin, Source};
-use super::Walker;
 use crate::rule::Rule;
 
-impl<'t, 'k> Walker<'t, 'k> {
-    pub(super) fn hint(&self, rule: Rule, usage: PathUse<'_>, origin: &Origin) -> String {
+impl Judge<'_> {
+    /// What to write instead, from directory `dir` (the including file's, or the
+    /// definition's).
+    pub(super) fn hint(
+        &self,
+        rule: Rule,
+        usage: PathUse<'_>,
+        origin: &Origin,
+        dir: &[String],
+    ) -> String {
         let (open, close) = match usage {
             PathUse::Include(keyword) => (format!("{keyword} "), ";"),
             PathUse::Compile => ("opcache_compile_file(".to_string(), ");"),
+            PathUse::Value => return self.value_hint(origin, dir),
         };
         if rule == Rule::UnknownOrigin {
             return "build the path from __DIR__, or accept it with `// cutover-lint: \
                     allow(unknown-origin)`"
                 .into();
         }
-        let mut hint = match self.suggestion(origin) {
+        let mut hint = match self.suggestion(origin, dir) {
             Some(Suggestion::File { expr, target }) => format!(
                 "use `{open}{expr}{close}` — {target} from this file's real directory, so it \
                  stays in this release"
@@ -38,8 +47,9 @@ impl<'t, 'k> Walker<'t, 'k> {
             ),
         };
         match rule {
-            Rule::AbsolutePath => hint.push_str(
-                "; if the file is outside the deploy path, accept the line with \
+            Rule::AbsolutePath if self.options.deploy_paths.is_empty() => hint.push_str(
+                "; if the file is outside the deploy path, give --deploy-path (or [deploy] \
+                 path) and such paths are not reported, or accept the line with \
                  `// cutover-lint: allow(absolute-path)`",
             ),
             Rule::PreloadPath => hint.push_str("; restart php-fpm on every deploy (fpm-reload)"),
@@ -50,8 +60,31 @@ impl<'t, 'k> Walker<'t, 'k> {
 
     /// The tree's file or directory a hazardous path most likely means, as a `__DIR__`
     /// expression from this file.
-    fn suggestion(&self, origin: &Origin) -> Option<Suggestion> {
-        let paths = self.knowledge.paths.as_ref()?;
+    /// What to define a constant or variable as instead.
+    fn value_hint(&self, origin: &Origin, dir: &[String]) -> String {
+        let mut hint = match self.suggestion(origin, dir) {
+            Some(Suggestion::File { expr, target } | Suggestion::Dir { expr, target }) => {
+                format!(
+                    "set it from `{expr}` ({target} from the defining file's real directory), \
+                     so every include built from it stays in this release"
+                )
+            }
+            None => "set it from __DIR__, the defining file's real directory: `__DIR__ . '/…'` \
+                     or `dirname(__DIR__) . '/…'`"
+                .to_string(),
+        };
+        if self.options.deploy_paths.is_empty() && origin.is_literal() {
+            hint.push_str(
+                "; if the path is outside the deploy path, give --deploy-path (or [deploy] \
+                 path) and such paths are not reported, or accept the definition with \
+                 `// cutover-lint: allow(absolute-path)` on its line",
+            );
+        }
+        hint
+    }
+
+    fn suggestion(&self, origin: &Origin, dir: &[String]) -> Option<Suggestion> {
+        let paths = self.paths?;
         let text = if origin.complete {
             origin.text.as_str()
         } else {
@@ -84,10 +117,13 @@ impl<'t, 'k> Walker<'t, 'k> {
             Source::Literal => {
                 // Next to this file first (PHP's last resort), then the tree's root (the
                 // usual working directory).
-                let candidates = [resolve(&self.dir, 0, text), resolve(&[], 0, text)];
+                let candidates = [resolve(dir, 0, text), resolve(&[], 0, text)];
                 found = candidates.into_iter().flatten().find(|c| exists(c));
             }
-            Source::Unknown(_) | Source::Release { .. } => {}
+            Source::Unknown(_)
+            | Source::Release { .. }
+            | Source::Constant { .. }
+            | Source::Imported { .. } => {}
             _ => {
                 // A root from the server or the environment: the tree's root, or a usual
                 // document root inside it.
@@ -108,7 +144,7 @@ impl<'t, 'k> Walker<'t, 'k> {
             }
         }
         let target = found?;
-        let relative = relative_path(&self.dir, &target);
+        let relative = relative_path(dir, &target);
         if origin.complete {
             let expr = if relative.is_empty() {
                 "__DIR__".to_string()

@@ -5,11 +5,12 @@
 
 use tree_sitter::Node;
 
-use super::findings::PathUse;
 use super::path::resolve;
-use super::value::{concat, union_into, Origin, Source, Value};
-use super::Walker;
-use crate::rule::Rule;
+use super::value::{concat, Origin, Source, Value};
+use super::{SiteKind, Walker};
+
+/// Files whose variables one scope may import; more are not followed.
+const MAX_IMPORTS: usize = 4;
 
 impl<'t, 'k> Walker<'t, 'k> {
     pub(super) fn include(&mut self, node: Node<'t>) {
@@ -24,14 +25,15 @@ impl<'t, 'k> Walker<'t, 'k> {
         };
         let value = self.eval(arg);
         self.import_exports(&value);
-        if self.lint {
-            self.first_include.get_or_insert(node);
-            self.check_path(node, PathUse::Include(keyword), &value);
+        self.first_include.get_or_insert(node);
+        if self.may_be_hazard(&value) {
+            self.site(node, SiteKind::Include { keyword, value });
         }
     }
 
-    /// An include of a file of the tree by a `__DIR__`-based path brings that file's
-    /// top-level variables into this scope (a config.php that sets `$root`).
+    /// An include of a file of the tree by a `__DIR__`-based path may bring that file's
+    /// top-level variables into this scope (a config.php that sets `$root`): which ones is
+    /// known once every file is read.
     fn import_exports(&mut self, value: &Value) {
         let [origin] = value.as_slice() else { return };
         let Source::Release { up } = origin.source else {
@@ -46,22 +48,9 @@ impl<'t, 'k> Walker<'t, 'k> {
         if target == self.file.rel {
             return;
         }
-        let knowledge = self.knowledge;
-        let Some(exports) = knowledge.exports.get(&target) else {
-            return;
-        };
-        let mut names: Vec<_> = exports.keys().cloned().collect();
-        names.sort();
-        let add = self.conditional();
-        for name in names {
-            let value = exports[&name].clone();
-            let vars = &mut self.scope().vars;
-            match vars.get_mut(&name) {
-                Some(known) if add => union_into(known, value),
-                _ => {
-                    vars.insert(name, value);
-                }
-            }
+        let imports = &mut self.scope().imports;
+        if imports.len() < MAX_IMPORTS && !imports.contains(&target) {
+            imports.push(target);
         }
     }
 
@@ -80,22 +69,24 @@ impl<'t, 'k> Walker<'t, 'k> {
                 let value = self.eval(*value);
                 self.define(key, value, node);
             }
-            "set_include_path" if self.lint => {
+            "set_include_path" => {
                 if let Some(arg) = args.first() {
                     self.set_include_path(node, *arg);
                 }
             }
-            "ini_set" if self.lint => {
+            "ini_set" => {
                 let key = args.first().and_then(|k| self.key(*k));
                 if let (Some("include_path"), Some(arg)) = (key.as_deref(), args.get(1)) {
                     self.set_include_path(node, *arg);
                 }
             }
-            "opcache_compile_file" if self.lint => {
+            "opcache_compile_file" => {
                 self.first_compile.get_or_insert(node);
                 if let Some(arg) = args.first() {
                     let value = self.eval(*arg);
-                    self.check_path(node, PathUse::Compile, &value);
+                    if self.may_be_hazard(&value) {
+                        self.site(node, SiteKind::Compile { value });
+                    }
                 }
             }
             _ => {}
@@ -148,37 +139,10 @@ impl<'t, 'k> Walker<'t, 'k> {
                 entry.push(rest);
             }
         }
-        let mut worst: Option<(Rule, Origin)> = None;
-        for entry in entries {
-            for origin in concat(&entry) {
-                if origin.is_literal() && origin.text.is_empty() {
-                    continue;
-                }
-                if matches!(origin.source, Source::IncludePath(_)) {
-                    continue;
-                }
-                if let Some(rule) = self.hazard(&origin) {
-                    if worst.as_ref().is_none_or(|(w, _)| rule < *w) {
-                        worst = Some((rule, origin));
-                    }
-                }
-            }
+        let entries: Vec<Value> = entries.iter().map(|entry| concat(entry)).collect();
+        if entries.iter().any(|entry| self.may_be_hazard(entry)) {
+            let function = self.function_name(node).unwrap_or_default();
+            self.site(node, SiteKind::SetIncludePath { function, entries });
         }
-        let Some((rule, origin)) = worst else { return };
-        if rule == Rule::UnknownOrigin {
-            return;
-        }
-        let what = self.describe(&origin);
-        let function = self.function_name(node).unwrap_or_default();
-        let message = format!(
-            "{function}() with an entry built from {what}: later relative includes are looked up \
-             there at include time, so through the deploy symlink they can load the other \
-             release's files mid-request; __DIR__ is this release's real path"
-        );
-        let hint = "build include_path entries from __DIR__ \
-             (`set_include_path(__DIR__ . '/lib' . PATH_SEPARATOR . get_include_path())`), or \
-             better, include files by __DIR__-based paths"
-            .to_string();
-        self.report(node, Rule::SetIncludePath, message, hint);
     }
 }

@@ -63,3 +63,66 @@ pub(super) fn relative_path(dir: &[String], target: &str) -> String {
     parts.extend(&target[common..]);
     parts.join("/")
 }
+
+/// The `current` of the deploy path an absolute path can run through, if any: lexically
+/// under `<deploy>/current` (an unfinished path: one that may still continue there), or, on
+/// this machine, through some other symlink into `<deploy>/releases`; and whether it
+/// certainly does (not only may continue there).
+pub(crate) fn deploy_reach(
+    deploy_paths: &[std::path::PathBuf],
+    text: &str,
+    complete: bool,
+) -> Option<(std::path::PathBuf, bool)> {
+    let parts = normalized(text);
+    for deploy in deploy_paths {
+        let current = deploy.join("current");
+        let current_parts = normalized(&current.to_string_lossy());
+        if parts.starts_with(&current_parts) {
+            return Some((current, true));
+        }
+        // '/var/www/' . $site: may continue into /var/www/app/current.
+        if !complete && current_parts.starts_with(&parts) {
+            return Some((current, false));
+        }
+        if through_symlink(&parts, deploy) {
+            return Some((current, true));
+        }
+    }
+    None
+}
+
+/// '/a//b/./c/../d' as [a, b, d].
+fn normalized(text: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for part in text.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part.to_string()),
+        }
+    }
+    parts
+}
+
+/// Whether the longest part of the path that exists here resolves into
+/// `<deploy>/releases` without being spelled that way: a symlink (other than `current`) leads
+/// there.
+fn through_symlink(parts: &[String], deploy: &std::path::Path) -> bool {
+    let Ok(releases) = deploy.join("releases").canonicalize() else {
+        return false;
+    };
+    let mut existing = parts.len();
+    while existing > 0 {
+        let prefix: std::path::PathBuf = std::iter::once("/".to_string())
+            .chain(parts[..existing].iter().cloned())
+            .collect();
+        if let Ok(real) = prefix.canonicalize() {
+            let spelled = normalized(&deploy.join("releases").to_string_lossy());
+            return real.starts_with(&releases) && !parts.starts_with(&spelled);
+        }
+        existing -= 1;
+    }
+    false
+}

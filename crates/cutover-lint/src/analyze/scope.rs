@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use tree_sitter::Node;
 
 use super::syntax::{collect_variables, named_children};
-use super::value::{concat, push_via, union, union_into, Origin, Source, Value, Via};
+use super::value::{concat, through, union, union_into, Origin, Source, Value};
 use super::Walker;
 
 #[derive(Debug, Default)]
 pub(super) struct Scope {
     pub(super) vars: HashMap<String, Value>,
+    /// Files of the tree this scope included by `__DIR__`-based paths: their top-level
+    /// variables may be the ones this scope reads but did not set.
+    pub(super) imports: Vec<String>,
     /// `Walker::cond` when the scope began: deeper means "only on some paths".
     pub(super) cond_base: usize,
 }
@@ -39,6 +42,7 @@ impl<'t, 'k> Walker<'t, 'k> {
     ) -> Option<Node<'t>> {
         let mut scope = Scope {
             vars: captured.unwrap_or_default(),
+            imports: Vec::new(),
             cond_base: self.cond,
         };
         let name = node
@@ -114,20 +118,8 @@ impl<'t, 'k> Walker<'t, 'k> {
         if name == "this" || name.is_empty() {
             return;
         }
-        let via = Via {
-            what: format!("${name}"),
-            file: self.file_key.clone(),
-            line: self.line(at),
-        };
-        let value: Value = value
-            .into_iter()
-            .map(|mut origin| {
-                if !matches!(origin.source, Source::Unknown(_)) {
-                    push_via(&mut origin.via, via.clone());
-                }
-                origin
-            })
-            .collect();
+        let via = self.step(format!("${name}"), at);
+        let value = through(value, &via);
         let add = add || self.conditional();
         let vars = &mut self.scope().vars;
         match vars.get_mut(name) {
@@ -159,9 +151,26 @@ impl<'t, 'k> Walker<'t, 'k> {
         if name == "this" {
             return vec![Origin::unknown("$this")];
         }
-        match self.scopes.last().and_then(|scope| scope.vars.get(name)) {
-            Some(value) => value.clone(),
-            None => vec![Origin::unknown(format!("${name}, not set in this scope"))],
+        let Some(scope) = self.scopes.last() else {
+            return Vec::new();
+        };
+        if let Some(value) = scope.vars.get(name) {
+            return value.clone();
         }
+        if scope.imports.is_empty() {
+            return vec![Origin::unknown(format!("${name}, not set in this scope"))];
+        }
+        // Perhaps set by a file this scope included: known once every file is read.
+        scope
+            .imports
+            .iter()
+            .map(|file| {
+                Origin::of(Source::Imported {
+                    file: file.clone(),
+                    name: name.to_string(),
+                    up: 0,
+                })
+            })
+            .collect()
     }
 }

@@ -11,32 +11,55 @@ use crate::suppress::Allow;
 /// code) is known only as far as its first operands.
 const MAX_CONCAT_LEAVES: usize = 512;
 
-/// The comments that accept findings, and where the first syntax error is.
+/// The comments that accept findings, and where the first syntax error is. Each needs a walk
+/// only when it can find something: the marker is in the text, the tree has an error (and
+/// then only into the subtrees that hold one).
 pub(super) fn scan(root: Node, src: &str) -> (Vec<Allow>, Option<(usize, usize)>) {
     let mut allows = Vec::new();
-    let mut error = None;
-    let mut cursor = root.walk();
-    'tree: loop {
-        let node = cursor.node();
-        if node.kind() == "comment" {
-            let text = node.utf8_text(src.as_bytes()).unwrap_or("");
-            let first = node.start_position().row + 1;
-            let last = node.end_position().row + 1;
-            allows.extend(Allow::parse(text, first, last));
-        }
-        if error.is_none() && (node.is_error() || node.is_missing()) {
-            error = Some(position(node, src));
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        while !cursor.goto_next_sibling() {
-            if !cursor.goto_parent() {
-                break 'tree;
+    if src.contains(crate::suppress::MARKER) {
+        let mut cursor = root.walk();
+        'tree: loop {
+            let node = cursor.node();
+            if node.kind() == "comment" {
+                let text = node.utf8_text(src.as_bytes()).unwrap_or("");
+                let first = node.start_position().row + 1;
+                let last = node.end_position().row + 1;
+                allows.extend(Allow::parse(text, first, last));
+            }
+            if cursor.goto_first_child() {
+                continue;
+            }
+            while !cursor.goto_next_sibling() {
+                if !cursor.goto_parent() {
+                    break 'tree;
+                }
             }
         }
     }
-    (allows, error)
+    (allows, first_error(root, src))
+}
+
+/// The first node that is an error or missing, in source order.
+fn first_error(root: Node, src: &str) -> Option<(usize, usize)> {
+    if !root.has_error() {
+        return None;
+    }
+    let mut cursor = root.walk();
+    loop {
+        let node = cursor.node();
+        if node.is_error() || node.is_missing() {
+            return Some(position(node, src));
+        }
+        // Into the first child that holds an error; a node has one if it has_error().
+        if !cursor.goto_first_child() {
+            return Some(position(node, src));
+        }
+        while !cursor.node().has_error() {
+            if !cursor.goto_next_sibling() {
+                return Some(position(node, src));
+            }
+        }
+    }
 }
 
 /// 1-based line and column (in characters) of a node's start.
@@ -76,10 +99,6 @@ impl<'t, 'k> Walker<'t, 'k> {
             }
         }
         shown
-    }
-
-    pub(super) fn line(&self, node: Node<'t>) -> usize {
-        node.start_position().row + 1
     }
 
     /// The operands of a chain of `.`, left to right: at most [`MAX_CONCAT_LEAVES`] of them,

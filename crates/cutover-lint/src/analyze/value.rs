@@ -26,6 +26,19 @@ pub(crate) enum Source {
     IncludePath(String),
     /// Somewhere the analysis cannot follow: a description for `--strict` messages.
     Unknown(String),
+    /// A constant this file did not define before using it, `up` directories higher
+    /// (`dirname()`): replaced by the tree's definition once every file is read.
+    Constant {
+        name: String,
+        up: usize,
+    },
+    /// A variable this scope did not set, which a file it included (by a `__DIR__` path) may
+    /// set: replaced by that file's top-level value once every file is read.
+    Imported {
+        file: String,
+        name: String,
+        up: usize,
+    },
 }
 
 /// A step a value took on its way into an include: `$root` set on line 3, constant `ROOT`
@@ -35,6 +48,10 @@ pub(crate) struct Via {
     pub(super) what: String,
     pub(super) file: Arc<str>,
     pub(super) line: usize,
+    pub(super) column: usize,
+    /// The value's text when this was its first step (and whether it was all of it): what
+    /// the definition wrote, for a finding reported there.
+    pub(super) start: Option<(String, bool)>,
 }
 
 /// One possible start of a value.
@@ -92,7 +109,10 @@ pub(super) fn dirname(mut origin: Origin, levels: usize) -> Origin {
                 None if origin.is_literal() => origin.text = ".".into(),
                 _ => origin.text.clear(),
             }
-        } else if let Source::Release { up } = &mut origin.source {
+        } else if let Source::Release { up }
+        | Source::Constant { up, .. }
+        | Source::Imported { up, .. } = &mut origin.source
+        {
             *up += 1;
         } else if !origin.complete {
             // dirname('/srv/' . $x) is somewhere under /srv: the start stays.
@@ -161,4 +181,22 @@ pub(super) fn push_via(via: &mut Vec<Via>, step: Via) {
     if via.len() < MAX_VIA && !via.contains(&step) {
         via.insert(0, step);
     }
+}
+
+/// `value` having taken step `via` (an assignment, a definition). The first step an origin
+/// takes records its text then: what the definition wrote.
+pub(super) fn through(value: Value, via: &Via) -> Value {
+    value
+        .into_iter()
+        .map(|mut origin| {
+            if !matches!(origin.source, Source::Unknown(_)) {
+                let mut step = via.clone();
+                if origin.via.is_empty() {
+                    step.start = Some((origin.text.clone(), origin.complete));
+                }
+                push_via(&mut origin.via, step);
+            }
+            origin
+        })
+        .collect()
 }
