@@ -22,6 +22,9 @@ pub struct Activation {
     /// Wall clock, microseconds since the epoch, just before the rename (or when nothing
     /// was done).
     pub renamed_at_us: u64,
+    /// With an instant to rename at: how far past it this host was when it got there (0:
+    /// it waited for the instant).
+    pub late_us: Option<u64>,
 }
 
 /// The release `rollback` goes to by default: the one staged before current.
@@ -58,6 +61,7 @@ pub fn activate(
     let mut warnings = Vec::new();
     let mut assets_carried = 0;
     let mut renamed_at_us = crate::manifest::now_micros();
+    let mut late_us = None;
     if !unchanged {
         if let Some(leaving) = &previous {
             let target = deploy.release(release);
@@ -65,9 +69,7 @@ pub fn activate(
             assets_carried =
                 crate::assets::carry_into(deploy, release, &target, leaving, assets)?.carried;
         }
-        if let Some(at) = at_us {
-            wait_until_micros(at);
-        }
+        late_us = at_us.map(wait_until_micros);
         renamed_at_us = crate::manifest::now_micros();
         switch_current(deploy, release)?;
         // The switch is the commit point: a failure after it must not report "nothing
@@ -88,23 +90,36 @@ pub fn activate(
         assets_carried,
         warnings,
         renamed_at_us,
+        late_us,
     })
 }
 
-/// Sleeps until the wall clock reads `at` (microseconds since the epoch): coarsely, then
-/// the last stretch in short naps, so the wake-up lands within a fraction of a millisecond.
-fn wait_until_micros(at: u64) {
-    loop {
-        let now = crate::manifest::now_micros();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        let nap = if left > 2_000 {
-            left - 1_000
-        } else {
-            left.min(100)
-        };
-        std::thread::sleep(std::time::Duration::from_micros(nap));
+/// Sleeps until the wall clock reads `at` (microseconds since the epoch). Returns how far
+/// past `at` the clock already was (0 when it waited).
+fn wait_until_micros(at: u64) -> u64 {
+    let now = crate::manifest::now_micros();
+    if now >= at {
+        return now - at;
     }
+    sleep_until(at);
+    0
+}
+
+/// One absolute sleep on the realtime clock: the kernel wakes every host's agent at the
+/// instant itself (within the timer slack), where naps in a loop would wake dozens of
+/// agents over and over on a few cores.
+#[cfg(target_os = "linux")]
+fn sleep_until(at: u64) {
+    use rustix::thread::{clock_nanosleep_absolute, ClockId, Timespec};
+    let when = Timespec {
+        tv_sec: (at / 1_000_000) as i64,
+        tv_nsec: ((at % 1_000_000) * 1_000) as _,
+    };
+    while let Err(rustix::io::Errno::INTR) = clock_nanosleep_absolute(ClockId::Realtime, &when) {}
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sleep_until(at: u64) {
+    let now = crate::manifest::now_micros();
+    std::thread::sleep(std::time::Duration::from_micros(at.saturating_sub(now)));
 }

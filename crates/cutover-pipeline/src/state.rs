@@ -89,6 +89,9 @@ pub struct HostReport {
     /// The host's clock minus this machine's, when the switch was scheduled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_offset_us: Option<i64>,
+    /// How late its switch request reached the host for the scheduled instant (0: in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_late_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unchanged: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -315,6 +315,9 @@ pub struct Switched {
     pub previous: Option<ReleaseId>,
     /// Wall clock of the rename on the host, microseconds since the epoch.
     pub at_us: u64,
+    /// With a scheduled switch: how late the request arrived for its instant (0: in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_us: Option<u64>,
     /// Nothing was done: the release was already current, or this was a dry run.
     pub unchanged: bool,
     pub assets_carried: u64,

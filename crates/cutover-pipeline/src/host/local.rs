@@ -517,6 +517,7 @@ impl LocalHost {
             release: request.release.clone(),
             previous: activation.previous,
             at_us: activation.renamed_at_us,
+            late_us: activation.late_us,
             unchanged: activation.unchanged,
             assets_carried: activation.assets_carried,
             warnings: activation.warnings,
