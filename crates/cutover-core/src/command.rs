@@ -33,35 +33,8 @@ pub fn run(
 ) -> Result<()> {
     let (reader, writer) = std::io::pipe().ctx("create a pipe for", dir)?;
     let writer_err = writer.try_clone().ctx("create a pipe for", dir)?;
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("read _go || exit 125; exec sh -c \"$0\" </dev/null")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(writer_err)
-        .process_group(0);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    // The shell itself goes at once with cutover; the guard takes care of the rest.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
-    drop(command);
+    let (mut child, guard) = spawn_guarded(script, dir, env, writer.into(), writer_err.into())?;
     let group = child.id();
-    let guard = GroupGuard::start(group);
-    if let Some(mut go) = child.stdin.take() {
-        use std::io::Write;
-        // A shell that already died reports itself through its status below.
-        let _ = go.write_all(b"go\n");
-    }
     let deadline = timeout.map(|limit| Instant::now() + limit);
     let (status, tail, in_time) = std::thread::scope(|scope| {
         let reading = scope.spawn(|| read_output(reader, observer));
@@ -120,30 +93,8 @@ pub fn capture(
     max_stdout: usize,
 ) -> Result<Captured> {
     use std::io::Read;
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("read _go || exit 125; exec sh -c \"$0\" </dev/null")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
-    drop(command);
+    let (mut child, guard) = spawn_guarded(script, dir, &[], Stdio::piped(), Stdio::piped())?;
     let group = child.id();
-    let guard = GroupGuard::start(group);
-    if let Some(mut go) = child.stdin.take() {
-        use std::io::Write;
-        let _ = go.write_all(b"go\n");
-    }
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let deadline = Instant::now() + timeout;
     let (status, (out, overflow), tail, in_time) = std::thread::scope(|scope| {
@@ -202,6 +153,47 @@ fn describe(status: std::process::ExitStatus) -> String {
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "failed".to_string(),
     }
+}
+
+/// Starts `script` with `sh -c` in `dir`, in a process group of its own watched by a
+/// guard process (see [`run`]). The shell runs the script only once the guard is in place:
+/// it first waits for a line on its stdin, written here after the guard started.
+fn spawn_guarded(
+    script: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<(std::process::Child, GroupGuard)> {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("read _go || exit 125; exec sh -c \"$0\" </dev/null")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    // The shell itself goes at once with cutover; the guard takes care of the rest.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().ctx("start `sh` for a command in", dir)?;
+    drop(command);
+    let guard = GroupGuard::start(child.id());
+    if let Some(mut go) = child.stdin.take() {
+        use std::io::Write;
+        // A shell that already died reports itself through its status.
+        let _ = go.write_all(b"go\n");
+    }
+    Ok((child, guard))
 }
 
 /// The command's output, line by line to the observer; the last lines are kept.
