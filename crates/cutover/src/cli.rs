@@ -37,7 +37,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write a commented cutover.toml for the app in the current directory.
+    /// Write a commented cutover.toml for the app in DIR: Laravel, Symfony and WordPress
+    /// are told by their files (--preset chooses).
     Init(InitArgs),
     /// Stage SOURCE as a new release and switch `current` to it.
     Deploy(DeployArgs),
