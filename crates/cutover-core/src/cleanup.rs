@@ -50,13 +50,23 @@ pub fn cleanup(deploy: &DeployPath, keep: usize, mode: Mode<'_>) -> Result<Clean
 /// Removes a release that is not current: its tree (through the trash, so a reader never
 /// sees half of it), its manifest and asset record, and says so in the history.
 pub(crate) fn remove_release(deploy: &DeployPath, id: &ReleaseId) -> Result<()> {
-    crate::trash::discard(deploy, &deploy.release(id))?;
-    let _ = std::fs::remove_file(deploy.manifest_file(id));
-    crate::assets::forget(deploy, id);
+    drop_release_files(deploy, id)?;
     history::append(
         &deploy.history_file(),
         &Event::now(EventKind::Removed, id.clone()),
     )
+}
+
+/// What a release leaves besides its history: its tree (through the trash; none is fine),
+/// its manifest and its asset record.
+pub(crate) fn drop_release_files(deploy: &DeployPath, id: &ReleaseId) -> Result<()> {
+    let dir = deploy.release(id);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        crate::trash::discard(deploy, &dir)?;
+    }
+    let _ = std::fs::remove_file(deploy.manifest_file(id));
+    crate::assets::forget(deploy, id);
+    Ok(())
 }
 
 /// The releases a cleanup removes from `releases` (oldest first): all but the `keep`

@@ -171,10 +171,6 @@ pub fn start_release(
 /// Removes an unfinished release and its marker. The history names it only when a deploy
 /// died between recording it complete and removing the marker: then it says it is gone.
 pub fn discard_unfinished(deploy: &DeployPath, release: &ReleaseId) -> Result<()> {
-    let dir = deploy.release(release);
-    if std::fs::symlink_metadata(&dir).is_ok() {
-        crate::trash::discard(deploy, &dir)?;
-    }
     let events = history::read(&deploy.history_file())?;
     let named = events
         .iter()
@@ -182,13 +178,10 @@ pub fn discard_unfinished(deploy: &DeployPath, release: &ReleaseId) -> Result<()
         .find(|e| &e.release == release)
         .is_some_and(|e| e.event == EventKind::Staged);
     if named {
-        history::append(
-            &deploy.history_file(),
-            &Event::now(EventKind::Removed, release.clone()),
-        )?;
+        crate::cleanup::remove_release(deploy, release)?;
+    } else {
+        crate::cleanup::drop_release_files(deploy, release)?;
     }
-    let _ = std::fs::remove_file(deploy.manifest_file(release));
-    crate::assets::forget(deploy, release);
     let marker = deploy.unfinished_marker(release);
     match std::fs::remove_file(&marker) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", marker, e)),
@@ -359,9 +352,7 @@ pub fn discard_release(deploy: &DeployPath, release: &ReleaseId, mode: Mode<'_>)
     if deploy.release(release).exists() {
         return crate::cleanup::remove_release(deploy, release);
     }
-    let _ = std::fs::remove_file(deploy.manifest_file(release));
-    crate::assets::forget(deploy, release);
-    Ok(())
+    crate::cleanup::drop_release_files(deploy, release)
 }
 
 /// `base` (see `source_excludes`), and the deploy path itself when it lies inside the

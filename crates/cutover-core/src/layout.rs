@@ -153,9 +153,9 @@ impl DeployPath {
         }
     }
 
-    /// Release directories, oldest first. Hidden entries and files are not releases. A
-    /// release a deploy is still filling, or a dead one left, is listed too
-    /// (`is_unfinished`); every command that takes the lock removes those first.
+    /// Releases, oldest first. Hidden entries and files are not releases, nor is one a
+    /// deploy is still filling or a dead one left unfinished (`is_unfinished`: the next
+    /// command that takes the lock removes those).
     ///
     /// Order is the order cutover staged them in (from the history), so `--release v1`
     /// followed by a timestamped release still rolls back to `v1`. Releases the history
@@ -169,6 +169,7 @@ impl DeployPath {
     /// `releases`, with the history already read (it grows with every switch).
     pub fn releases_in_order(&self, events: &[crate::history::Event]) -> Result<Vec<ReleaseId>> {
         let mut ids = self.release_dirs()?;
+        ids.retain(|id| !self.is_unfinished(id));
         let staged_at = |id: &ReleaseId| {
             events
                 .iter()
@@ -209,12 +210,10 @@ impl DeployPath {
         if real_dir && !self.is_unfinished(id) {
             return Ok(());
         }
-        let mut available = self.releases()?;
-        available.retain(|id| !self.is_unfinished(id));
         Err(Error::NoSuchRelease {
             id: id.to_string(),
             deploy_path: self.root.clone(),
-            available: available.iter().map(ToString::to_string).collect(),
+            available: self.releases()?.iter().map(ToString::to_string).collect(),
         })
     }
 

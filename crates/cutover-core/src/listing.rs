@@ -47,15 +47,12 @@ pub fn list(deploy: &DeployPath) -> Result<ReleaseList> {
     let link = deploy.current_link()?;
     let current = link.as_ref().and_then(|l| l.release.clone());
     let events = history::read(&deploy.history_file())?;
-    // A release a dead deploy never finished or never switched to is not one to offer
-    // (the next locked command removes it).
+    // A release a dead deploy never switched to is not one to offer (the next locked
+    // command removes it); `releases()` already leaves out unfinished ones.
     let releases = deploy
         .releases()?
         .into_iter()
-        .filter(|id| {
-            current.as_ref() == Some(id)
-                || !(deploy.is_unfinished(id) || history::never_served(&events, id))
-        })
+        .filter(|id| current.as_ref() == Some(id) || !history::never_served(&events, id))
         .map(|id| {
             let staged = events
                 .iter()

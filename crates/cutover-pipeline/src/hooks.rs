@@ -1,51 +1,24 @@
 //! The hooks of cutover.toml as the orchestrator uses them: which command runs on which
-//! host (`once`, `roles`), resolved once from the config by the binary.
+//! host (`once`, `roles`), with which limit.
 
+use std::time::Duration;
+
+use cutover_config::{HookEntry, HookSettings};
 use cutover_core::hooks::{HookCommand, HookPhase};
 
-/// One entry of a `[hooks]` list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookEntry {
-    pub run: String,
-    /// On exactly one host: the first (in `[hosts]` order) with one of `roles`, or the
-    /// first host when `roles` is empty.
-    pub once: bool,
-    /// Only on hosts with one of these; every host when empty.
-    pub roles: Vec<String>,
-    pub timeout_ms: u64,
-}
-
-impl HookEntry {
-    fn fits(&self, roles: &[String]) -> bool {
-        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
-    }
-
-    fn command(&self) -> HookCommand {
-        HookCommand {
-            run: self.run.clone(),
-            timeout_ms: self.timeout_ms,
-        }
+/// `[hooks]`'s entries for `phase`, in the order cutover.toml lists them.
+pub fn entries(hooks: &HookSettings, phase: HookPhase) -> &[HookEntry] {
+    match phase {
+        HookPhase::BeforeSwitch => &hooks.before_switch,
+        HookPhase::AfterSwitch => &hooks.after_switch,
+        HookPhase::OnFailure => &hooks.on_failure,
+        HookPhase::AfterRollback => &hooks.after_rollback,
     }
 }
 
-/// Every phase's entries, in the order cutover.toml lists them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HookSet {
-    pub before_switch: Vec<HookEntry>,
-    pub after_switch: Vec<HookEntry>,
-    pub on_failure: Vec<HookEntry>,
-    pub after_rollback: Vec<HookEntry>,
-}
-
-impl HookSet {
-    pub fn phase(&self, phase: HookPhase) -> &[HookEntry] {
-        match phase {
-            HookPhase::BeforeSwitch => &self.before_switch,
-            HookPhase::AfterSwitch => &self.after_switch,
-            HookPhase::OnFailure => &self.on_failure,
-            HookPhase::AfterRollback => &self.after_rollback,
-        }
-    }
+/// Whether `entry` runs on a host with `roles`: every host when it names none.
+fn fits(entry: &HookEntry, roles: &[String]) -> bool {
+    entry.roles.is_empty() || entry.roles.iter().any(|r| roles.contains(r))
 }
 
 /// What each host runs of one phase: first the `once` commands, each on its one host,
@@ -62,8 +35,12 @@ pub struct PhasePlan {
 
 impl PhasePlan {
     /// `hosts` holds each host's roles, in `[hosts]` order; `None` for a host that takes
-    /// no part (failed, or not concerned).
-    pub fn new(entries: &[HookEntry], hosts: &[Option<&[String]>]) -> PhasePlan {
+    /// no part (failed, or not concerned). An entry without its own timeout gets `timeout`.
+    pub fn new(entries: &[HookEntry], timeout: Duration, hosts: &[Option<&[String]>]) -> PhasePlan {
+        let command = |entry: &HookEntry| HookCommand {
+            run: entry.run.clone(),
+            timeout_ms: entry.timeout_or(timeout).as_millis() as u64,
+        };
         let mut plan = PhasePlan {
             once: Vec::new(),
             each: vec![Vec::new(); hosts.len()],
@@ -73,16 +50,16 @@ impl PhasePlan {
             if entry.once {
                 let first = hosts
                     .iter()
-                    .position(|roles| roles.is_some_and(|roles| entry.fits(roles)));
+                    .position(|roles| roles.is_some_and(|roles| fits(entry, roles)));
                 match first {
-                    Some(host) => plan.once.push((host, entry.command())),
+                    Some(host) => plan.once.push((host, command(entry))),
                     None => plan.nowhere.push(entry.run.clone()),
                 }
                 continue;
             }
             for (host, roles) in hosts.iter().enumerate() {
-                if roles.is_some_and(|roles| entry.fits(roles)) {
-                    plan.each[host].push(entry.command());
+                if roles.is_some_and(|roles| fits(entry, roles)) {
+                    plan.each[host].push(command(entry));
                 }
             }
         }
@@ -103,9 +80,11 @@ mod tests {
             run: run.into(),
             once,
             roles: roles.iter().map(|r| r.to_string()).collect(),
-            timeout_ms: 1000,
+            timeout: None,
         }
     }
+
+    const LIMIT: Duration = Duration::from_secs(1);
 
     fn runs(commands: &[HookCommand]) -> Vec<&str> {
         commands.iter().map(|c| c.run.as_str()).collect()
@@ -124,7 +103,8 @@ mod tests {
             entry("notify", true, &[]),
             entry("reindex", true, &["search"]),
         ];
-        let plan = PhasePlan::new(&entries, &hosts);
+        let plan = PhasePlan::new(&entries, LIMIT, &hosts);
+        assert!(plan.each[0].iter().all(|c| c.timeout_ms == 1000));
         let once: Vec<(usize, &str)> = plan
             .once
             .iter()
@@ -141,14 +121,14 @@ mod tests {
     fn hosts_taking_no_part_get_nothing_and_once_moves_on() {
         let web = ["web".to_string()];
         let hosts = [None, Some(&web[..])];
-        let plan = PhasePlan::new(
-            &[entry("migrate", true, &[]), entry("x", false, &[])],
-            &hosts,
-        );
+        let mut own = entry("x", false, &[]);
+        own.timeout = Some("5m".into());
+        let plan = PhasePlan::new(&[entry("migrate", true, &[]), own], LIMIT, &hosts);
+        assert_eq!(plan.each[1][0].timeout_ms, 300_000, "its own timeout");
         assert_eq!(plan.once.len(), 1);
         assert_eq!(plan.once[0].0, 1);
         assert!(plan.each[0].is_empty());
         assert!(!plan.is_empty());
-        assert!(PhasePlan::new(&[], &hosts).is_empty());
+        assert!(PhasePlan::new(&[], LIMIT, &hosts).is_empty());
     }
 }

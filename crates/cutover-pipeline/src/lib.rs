@@ -18,7 +18,6 @@ mod state;
 
 pub use error::{cause_chain, FleetError, HostError, HostErrorKind};
 pub use fleet::{DeployJob, DeployOutcome, Fleet, Progress, ReadOutcome, SwitchOutcome};
-pub use hooks::{HookEntry, HookSet};
 pub use host::local::LocalHost;
 pub use host::remote::RemoteHost;
 pub use host::AgentUpload;

@@ -9,8 +9,7 @@ use cutover_core::deploy::DeployOptions;
 use cutover_core::history::Source;
 use cutover_core::{DeployPath, ReleaseId};
 use cutover_pipeline::{
-    AgentBinary, AgentSource, DeployJob, HookEntry, HookSet, HostPlan, ManifestCache, SourceTree,
-    SshTarget, Transport,
+    AgentBinary, AgentSource, DeployJob, HostPlan, ManifestCache, SourceTree, SshTarget, Transport,
 };
 use cutover_protocol::{Access, StageSpec};
 use cutover_refresh::RefreshSpec;
@@ -455,27 +454,6 @@ fn git_cache() -> Result<cutover_git::Cache> {
             "set XDG_CACHE_HOME to a directory cutover may keep clones in",
         )
     })
-}
-
-/// `[hooks]` as the pipeline runs them, each with its limit in milliseconds.
-pub fn hook_set(config: &Config) -> HookSet {
-    let default = config.hooks.timeout();
-    let entries = |list: &[cutover_config::HookEntry]| {
-        list.iter()
-            .map(|entry| HookEntry {
-                run: entry.run.clone(),
-                once: entry.once,
-                roles: entry.roles.clone(),
-                timeout_ms: entry.timeout_or(default).as_millis() as u64,
-            })
-            .collect()
-    };
-    HookSet {
-        before_switch: entries(&config.hooks.before_switch),
-        after_switch: entries(&config.hooks.after_switch),
-        on_failure: entries(&config.hooks.on_failure),
-        after_rollback: entries(&config.hooks.after_rollback),
-    }
 }
 
 /// `[notify] webhook`, when set; a dry run notifies nobody.

@@ -167,11 +167,7 @@ impl Fleet<'_> {
         fleet.run_phase(HookPhase::AfterSwitch, live, None, OnError::Fail);
         if fleet.any_failed() {
             let state = format!("{release} is live and stays so; nothing was cleaned up");
-            let mut error = fleet
-                .failure("an after_switch hook failed on a host", state)
-                .about(&release);
-            error.next = Some(super::switch::HOOK_BY_HAND);
-            return Err(error);
+            return Err(fleet.after_hook_failed(HookPhase::AfterSwitch, &release, state));
         }
 
         // Only now, with every check passed: a deploy switched back keeps every release.

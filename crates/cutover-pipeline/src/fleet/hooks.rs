@@ -48,7 +48,11 @@ impl Fleet<'_> {
             .zip(&abouts)
             .map(|(s, about)| about.as_ref().map(|_| &s.roles[..]))
             .collect();
-        let plan = PhasePlan::new(self.hooks.phase(phase), &roles);
+        let plan = PhasePlan::new(
+            crate::hooks::entries(&self.hooks, phase),
+            self.hooks.timeout(),
+            &roles,
+        );
         if plan.is_empty() {
             return;
         }
@@ -127,6 +131,25 @@ impl Fleet<'_> {
             let runs: Vec<&str> = request.commands.iter().map(|c| c.run.as_str()).collect();
             outcome(slot, result, format!("{phase}: {}", runs.join("; ")));
         }
+    }
+}
+
+impl Fleet<'_> {
+    /// The error for a hook that failed after a switch that stands: the release is live,
+    /// and running the command again would switch again.
+    pub(super) fn after_hook_failed(
+        self,
+        phase: HookPhase,
+        release: &ReleaseId,
+        state: String,
+    ) -> crate::FleetError {
+        let mut error = self
+            .failure(format!("an {phase} hook failed on a host"), state)
+            .about(release);
+        error.next = Some(
+            "fix the hook and run it by hand on the hosts named above; running the command again would switch again",
+        );
+        error
     }
 }
 

@@ -57,7 +57,7 @@ impl Slot {
 
 pub struct Fleet<'p> {
     slots: Vec<Slot>,
-    hooks: crate::HookSet,
+    hooks: cutover_config::HookSettings,
     /// Hosts rename at one scheduled instant (see `switch::schedule`), not on arrival.
     scheduled_switch: bool,
     pool: rayon::ThreadPool,
@@ -133,7 +133,7 @@ impl<'p> Fleet<'p> {
         });
         Ok(Fleet {
             slots,
-            hooks: crate::HookSet::default(),
+            hooks: cutover_config::HookSettings::default(),
             scheduled_switch: true,
             pool,
             progress,
@@ -141,7 +141,7 @@ impl<'p> Fleet<'p> {
     }
 
     /// The hooks deploys, switches and rollbacks run.
-    pub fn with_hooks(mut self, hooks: crate::HookSet) -> Self {
+    pub fn with_hooks(mut self, hooks: cutover_config::HookSettings) -> Self {
         self.hooks = hooks;
         self
     }

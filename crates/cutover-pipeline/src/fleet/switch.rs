@@ -13,10 +13,6 @@ use super::hooks::OnError;
 use super::{fail, set, Fleet, Slot};
 use crate::{FleetError, HostError, HostReport, HostState};
 
-/// After a hook of a switch that stands failed: not a reason to switch again.
-pub(super) const HOOK_BY_HAND: &str =
-    "fix the hook and run it by hand on the hosts named above; running the command again would switch again";
-
 /// Beyond this round trip to a host, its clock offset is too uncertain to schedule by.
 const MAX_SCHEDULE_RTT_US: u64 = 50_000;
 /// Clock exchanges per host; the shortest round trip is kept.
@@ -90,11 +86,7 @@ impl Fleet<'_> {
                 fleet.run_phase(HookPhase::AfterRollback, back, None, OnError::Fail);
                 if fleet.any_failed() {
                     let state = format!("{release} is live and stays so");
-                    let mut error = fleet
-                        .failure("an after_rollback hook failed on a host", state)
-                        .about(&release);
-                    error.next = Some(HOOK_BY_HAND);
-                    return Err(error);
+                    return Err(fleet.after_hook_failed(HookPhase::AfterRollback, &release, state));
                 }
             }
         }

@@ -70,6 +70,13 @@ struct Filling {
 }
 
 impl Session {
+    /// The user this host's pool runs as, when a pool is configured and answers: who
+    /// `[deploy] writable` is for by default. Asked only when a release completes.
+    fn pool_user(&self) -> Option<String> {
+        let pool = self.pool.as_ref()?.pool(&self.deploy).ok()?;
+        pool.status().ok()?.user
+    }
+
     fn mode(&self) -> Mode<'_> {
         self.lock.as_ref().map_or(Mode::DryRun, Mode::Apply)
     }
@@ -192,11 +199,8 @@ impl LocalHost {
             Access::DryRun => None,
         };
         let current = deploy.current_release()?;
-        // A read-only session sees what a dead deploy left unfinished; it is no release.
         let releases = if deploy.exists() {
-            let mut releases = deploy.releases()?;
-            releases.retain(|id| !deploy.is_unfinished(id));
-            releases
+            deploy.releases()?
         } else {
             Vec::new()
         };
@@ -329,9 +333,8 @@ impl LocalHost {
             .ok_or_else(|| not_started(release))?;
         let mut filling = session.filling.remove(at);
         if !filling.opts.writable.is_empty() && filling.opts.writable_user.is_none() {
-            filling.opts.writable_user = self.pool_user();
+            filling.opts.writable_user = session.pool_user();
         }
-        let session = self.session_mut()?;
         let job = StageJob {
             release,
             previous: filling.previous.as_ref(),
@@ -458,13 +461,6 @@ impl LocalHost {
             writable_user: spec.writable_user.clone(),
             ..DeployOptions::new(source)
         })
-    }
-
-    /// The user this host's pool runs as, when a pool is configured and answers.
-    fn pool_user(&self) -> Option<String> {
-        let session = self.session.as_ref()?;
-        let pool = session.pool.as_ref()?.pool(&session.deploy).ok()?;
-        pool.status().ok()?.user
     }
 
     pub fn switch(&mut self, request: &SwitchRequest) -> Result<Switched, HostError> {

@@ -29,7 +29,7 @@ pub fn deploy(args: &DeployArgs, global: &GlobalArgs, printer: Printer) -> Resul
     }
     let access = settings::access(&args.change, true);
     let observer = hosts::stage_observer(printer);
-    let hooks = settings::hook_set(&config);
+    let hooks = config.hooks.clone();
     let outcome = hosts::run_fleet(&plans, access, parallel, observer, printer, |fleet| {
         let fleet = fleet.with_hooks(hooks);
         // For benchmarks: the switch as it was before it was scheduled.

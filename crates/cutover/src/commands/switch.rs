@@ -38,7 +38,7 @@ pub fn activate(
     let access = settings::access(change, false);
     let parallel = settings::parallel(None);
     let observer = hosts::quiet_observer();
-    let hooks = settings::hook_set(&config);
+    let hooks = config.hooks.clone();
     let outcome = hosts::run_fleet(&plans, access, parallel, observer, printer, |fleet| {
         fleet
             .with_hooks(hooks)
