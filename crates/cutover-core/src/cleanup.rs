@@ -65,6 +65,8 @@ pub(crate) fn drop_release_files(deploy: &DeployPath, id: &ReleaseId) -> Result<
         crate::trash::discard(deploy, &dir)?;
     }
     let _ = std::fs::remove_file(deploy.manifest_file(id));
+    // Agents up to protocol 4 stored it as JSON.
+    let _ = std::fs::remove_file(deploy.manifest_file(id).with_extension("json"));
     crate::assets::forget(deploy, id);
     Ok(())
 }

@@ -216,9 +216,13 @@ fn stage_received(
         .deploy_path()
         .cloned()
         .ok_or_else(|| HostError::internal("no deploy path is open in this session"))?;
+    // Stored here by an earlier session, yet checked like anything received: a damaged
+    // one only costs a full manifest.
     let previous_manifest = previous
         .as_ref()
-        .and_then(|id| Manifest::load(&deploy.manifest_file(id)).ok().flatten());
+        .and_then(|id| Manifest::load(&deploy.manifest_file(id)).ok().flatten())
+        .map(|(manifest, _digest)| manifest)
+        .filter(|manifest| manifest.validate().is_ok());
     let manifest = match request.manifest {
         ManifestPayload::Full(manifest) => manifest,
         ManifestPayload::Delta(delta) => {
@@ -309,7 +313,7 @@ impl From<HostError> for Handled {
 /// rest from the content stream.
 struct ManifestFill<'a> {
     manifest: &'a Manifest,
-    plan: &'a Plan,
+    plan: &'a Plan<'a>,
     input: &'a mut dyn Read,
     consumed: bool,
     disconnected: Option<ProtocolError>,

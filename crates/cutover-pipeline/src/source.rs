@@ -126,15 +126,15 @@ impl ManifestCache {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let path = self.dir.as_ref()?.join(format!("{digest}.json"));
-        let manifest = Manifest::load(&path).ok().flatten()?;
-        (manifest.digest() == digest).then_some(manifest)
+        let path = self.dir.as_ref()?.join(format!("{digest}.manifest"));
+        let (manifest, stored) = Manifest::load(&path).ok().flatten()?;
+        (stored == digest).then_some(manifest)
     }
 
     /// Best effort: without a cache the next deploy sends a full manifest.
     fn store(&self, manifest: &Manifest) {
         let Some(dir) = &self.dir else { return };
-        let path = dir.join(format!("{}.json", manifest.digest()));
+        let path = dir.join(format!("{}.manifest", manifest.digest()));
         if manifest.store(&path).is_err() {
             return;
         }

@@ -306,7 +306,8 @@ pub struct DeployArgs {
     /// Releases to keep after the switch; default: [deploy] keep_releases, or 5.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
-    /// With [hosts]: how many hosts are worked on at once; default 16.
+    /// With [hosts]: how many hosts are worked on at once; default: all of them, up to
+    /// what the open-file limit allows (240 at the usual 1024).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub parallel: Option<u64>,
     #[command(flatten)]

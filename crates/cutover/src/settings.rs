@@ -299,9 +299,19 @@ pub fn access(change: &ChangeArgs, create: bool) -> Access {
     }
 }
 
-/// `--parallel`, or 16 hosts at once.
+/// `--parallel`, or as many hosts at once as this machine can hold sessions open to.
 pub fn parallel(flag: Option<u64>) -> usize {
-    flag.map_or(16, |n| n as usize)
+    flag.map_or_else(default_parallel, |n| n as usize)
+}
+
+/// Each host's session is one ssh process and a few descriptors here, and the deploying
+/// side mostly waits for the hosts: the open-file limit is what bounds it (240 hosts at
+/// the usual 1,024). Hosts left waiting for a slot stage in a second wave.
+fn default_parallel() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024);
+    (limit.saturating_sub(64) / 4).clamp(16, 512) as usize
 }
 
 pub fn keep_releases(flag: Option<u64>, config: &Config) -> usize {

@@ -75,8 +75,11 @@ impl<'p> Fleet<'p> {
         observer: Arc<dyn Observer + Send + Sync>,
         progress: &'p dyn Progress,
     ) -> Result<Fleet<'p>, HostError> {
+        // A large --parallel on a small fleet starts no more threads than 16 (the pool also
+        // runs the parallel staging work of hosts on this machine) or one per host.
+        let parallel = parallel.clamp(1, plans.len().max(16));
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(parallel.max(1))
+            .num_threads(parallel)
             .build()
             .map_err(|e| HostError::failed(format!("cannot start {parallel} threads: {e}")))?;
         let mut slots: Vec<Slot> = plans
