@@ -150,14 +150,20 @@ fn comments(bytes: &[u8]) -> Vec<Range<usize>> {
                     Some(end) => at = end,
                     None => return found,
                 },
-                (b'/', Some(b'/')) | (b'#', _) if next != Some(b'[') || byte == b'/' => {
-                    // To the end of the line, or of the PHP code.
+                // tree-sitter-php reads `#[` as an attribute and `#?` as a lone `#`.
+                (b'/', Some(b'/')) | (b'#', _)
+                    if byte == b'/' || !matches!(next, Some(b'[' | b'?')) =>
+                {
+                    // To the end of the line. Where `?>` ends it is the parser's to say
+                    // (`??>` does not): the lexer stops there.
                     let rest = &bytes[at..];
                     let line = rest.iter().position(|&b| b == b'\n' || b == b'\r');
                     let line = &rest[..line.unwrap_or(rest.len())];
-                    let end = find(line, b"?>").unwrap_or(line.len());
-                    found.push(at..at + end);
-                    at += end;
+                    if find(line, b"?>").is_some() {
+                        return found;
+                    }
+                    found.push(at..at + line.len());
+                    at += line.len();
                 }
                 (b'/', Some(b'*')) => {
                     // Unclosed, it is no comment to the parser, which recovers after it.
