@@ -3,7 +3,7 @@
 //! Parsing is most of a lint run's time, and most PHP files (classes of a framework, a
 //! generated array) hold nothing the walk acts on. A file's walk yields something of its own
 //! only through an include, a call of one of [`CALLS`], or an allow comment; without any of
-//! them (as words: a keyword inside a string or comment still counts, which only costs a
+//! them (as words outside comments: one inside a string still counts, which only costs a
 //! parse) it can at most define `const`s and top-level variables, and those matter only
 //! when another file's include path reads one. Such a file is deferred: parsed when the
 //! analysed files want a constant whose name it holds, or import its variables
