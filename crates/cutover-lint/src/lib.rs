@@ -22,6 +22,7 @@ mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -41,6 +42,11 @@ pub struct Options {
     /// (`/usr/share/php`) are not reported. Without, every absolute path is reported, and
     /// messages say only that it is a hazard if it runs through the deploy symlink.
     pub deploy_paths: Vec<PathBuf>,
+    /// Parse every file, also those a byte search shows cannot change the report (no
+    /// include, no `define()` or include_path call, no allow comment, no constant or
+    /// variable another file's include path reads). Slower; the report is the same, except
+    /// that syntax errors are then also reported in those files.
+    pub parse_all: bool,
 }
 
 /// Uses listed in a finding; `uses_count` has them all.
@@ -141,33 +147,79 @@ pub fn lint_source_with(path: &Path, text: &str, options: &Options) -> Vec<Findi
 /// when it is a file). `.git`, `.hg`, `.svn` and `node_modules` are skipped; `vendor/` is
 /// linted like the app, since its includes run in the same requests.
 ///
-/// Each file is read, parsed and walked once, on all cores, and its syntax tree dropped
-/// right after: what the rest of the run needs is a file's definitions and the include
-/// sites that may be hazards. Definitions are then known tree-wide, the sites' values are
+/// Each file is read and searched for the words the walk acts on, on all cores; a file with
+/// any is parsed and walked once, and its syntax tree dropped right after: what the rest of
+/// the run needs is a file's definitions and the include sites that may be hazards. A file
+/// without is parsed only if those sites read a constant or variable it may define (see
+/// [`Options::parse_all`]). Definitions are then known tree-wide, the sites' values are
 /// resolved and judged (on all cores again), and the hits grouped by definition.
 pub fn lint_dir(dir: &Path, options: &Options) -> Result<Report> {
     let tree = walk::walk(dir)?;
     let mut unparsable = tree.unreadable;
-    let read: Vec<Result<analyze::FileFacts, String>> = tree
+    let mut read: Vec<Read> = tree
         .files
         .par_iter()
-        .map(|file| {
-            let bytes = std::fs::read(&file.display).map_err(|e| format!("cannot read: {e}"))?;
-            let text = match String::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
-            };
-            Ok(analyze::analyze(file, &text, options))
+        .map(|file| match std::fs::read(&file.display) {
+            Ok(bytes) if options.parse_all => walk_file(file, bytes, options),
+            Ok(bytes) => match analyze::need(&bytes) {
+                analyze::Need::Defer { has_const } => Read::Deferred { has_const },
+                analyze::Need::Parse => walk_file(file, bytes, options),
+            },
+            Err(error) => Read::Failed(format!("cannot read: {error}")),
         })
         .collect();
+
+    // Deferred files the walked ones turn out to want, until none is left: each round's
+    // files can define constants that want more.
+    loop {
+        let walked = tree
+            .files
+            .iter()
+            .zip(&read)
+            .filter_map(|(file, read)| match read {
+                Read::Walked(facts) => Some((file, facts)),
+                _ => None,
+            });
+        let wanted = analyze::Wanted::of(walked);
+        let more: Vec<(usize, Read)> = read
+            .par_iter()
+            .enumerate()
+            .filter_map(|(at, read)| match read {
+                Read::Deferred { has_const } => Some((at, *has_const)),
+                _ => None,
+            })
+            .filter_map(|(at, has_const)| {
+                let file = &tree.files[at];
+                if !wanted.may_want(file, has_const) {
+                    return None;
+                }
+                let read = match std::fs::read(&file.display) {
+                    Ok(bytes) if wanted.wants(file, has_const, &bytes) => {
+                        walk_file(file, bytes, options)
+                    }
+                    Ok(_) => return None,
+                    Err(error) => Read::Failed(format!("cannot read: {error}")),
+                };
+                Some((at, read))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        for (at, walked) in more {
+            read[at] = walked;
+        }
+    }
 
     // Constants and exported variables of the app, for every file's includes. Not from
     // vendor/: the app does not build include paths from its libraries' definitions.
     let mut definitions = analyze::Definitions::default();
     let mut facts = Vec::with_capacity(read.len());
-    for (file, result) in tree.files.iter().zip(read) {
-        match result {
-            Ok(mut file_facts) => {
+    let mut files_scanned = 0;
+    for (file, read) in tree.files.iter().zip(read) {
+        match read {
+            Read::Walked(mut file_facts) => {
+                files_scanned += 1;
                 if !file.in_vendor() {
                     file_facts.define_into(&file.rel, &mut definitions);
                 }
@@ -181,7 +233,8 @@ pub fn lint_dir(dir: &Path, options: &Options) -> Result<Report> {
                 }
                 facts.push((file, file_facts));
             }
-            Err(message) => unparsable.push(Unparsable {
+            Read::Deferred { .. } => files_scanned += 1,
+            Read::Failed(message) => unparsable.push(Unparsable {
                 file: file.display.clone(),
                 line: 0,
                 column: 0,
@@ -215,9 +268,41 @@ pub fn lint_dir(dir: &Path, options: &Options) -> Result<Report> {
     unparsable.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(Report {
         findings,
-        files_scanned: facts.len(),
+        files_scanned,
         unparsable,
     })
+}
+
+/// What became of one file of the tree.
+enum Read {
+    Walked(analyze::FileFacts),
+    /// Read, and its bytes hold nothing the walk acts on (see `analyze::prescan`): parsed
+    /// only if the walked files want its definitions.
+    Deferred {
+        has_const: bool,
+    },
+    Failed(String),
+}
+
+/// Files this large are parsed one at a time.
+const LARGE_FILE: usize = 256 * 1024;
+
+/// Held while a large file is parsed and walked: a syntax tree takes 50–130 times its
+/// file's size (a 1.5 MB generated array, 200 MB), so two at once could double the peak.
+static LARGE_FILE_PARSE: Mutex<()> = Mutex::new(());
+
+fn walk_file(file: &walk::SourceFile, bytes: Vec<u8>, options: &Options) -> Read {
+    let _one_at_a_time = (bytes.len() >= LARGE_FILE).then(|| {
+        LARGE_FILE_PARSE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    });
+    // Valid UTF-8 (nearly every file) is taken as it is, without a copy.
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+    };
+    Read::Walked(analyze::analyze(file, &text, options))
 }
 
 /// One finding per definition (with every include built from it as a use), one per hit

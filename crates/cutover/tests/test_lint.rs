@@ -57,7 +57,11 @@ fn lint_prints_each_finding_with_a_hint_and_exits_1() {
 fn lint_json_lists_findings_files_scanned_and_unparsable_files() {
     let sb = Sandbox::new();
     sb.write("index.php", HAZARD);
-    sb.write("broken.php", "<?php\nfunction broken( {\n");
+    // With an include: a file the walk has nothing to do in is not parsed, nor reported.
+    sb.write(
+        "broken.php",
+        "<?php require __DIR__ . '/index.php';\nfunction broken( {\n",
+    );
     let (code, json) = lint_json(&sb, &["src"]);
     assert_eq!(code, 1);
     assert_eq!(json["files_scanned"], 2);

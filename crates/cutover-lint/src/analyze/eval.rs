@@ -5,7 +5,7 @@
 use tree_sitter::Node;
 
 use super::syntax::named_children;
-use super::value::{concat, dirname, union, union_into, Origin, Source, Value};
+use super::value::{concat, dirname, union, union_into, Origin, Source, Value, MAX_ORIGINS};
 use super::{Walker, MAX_DEPTH};
 
 impl<'t, 'k> Walker<'t, 'k> {
@@ -83,7 +83,12 @@ impl<'t, 'k> Walker<'t, 'k> {
             "function_call_expression" => self.call_value(node),
             "array_creation_expression" => {
                 let mut value = Vec::new();
+                // A full value takes no more origins: the rest of a generated array (20,000
+                // elements) cannot change it, and evaluation has no other effect.
                 for element in named_children(node) {
+                    if value.len() == MAX_ORIGINS {
+                        break;
+                    }
                     if let Some(last) = named_children(element).last() {
                         let element = self.eval(*last);
                         union_into(&mut value, element);
@@ -250,6 +255,9 @@ impl<'t, 'k> Walker<'t, 'k> {
             "array_merge" => {
                 let mut value = Vec::new();
                 for arg in args.iter() {
+                    if value.len() == MAX_ORIGINS {
+                        break;
+                    }
                     let element = self.eval(*arg);
                     union_into(&mut value, element);
                 }

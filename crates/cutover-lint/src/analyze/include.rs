@@ -12,13 +12,26 @@ use super::{SiteKind, Walker};
 /// Files whose variables one scope may import; more are not followed.
 const MAX_IMPORTS: usize = 4;
 
+/// The include keywords, as [`Walker::include`] names them.
+pub(super) const KEYWORDS: [&str; 4] = ["include", "include_once", "require", "require_once"];
+
+const DEFINE: &str = "define";
+const SET_INCLUDE_PATH: &str = "set_include_path";
+const INI_SET: &str = "ini_set";
+const OPCACHE_COMPILE_FILE: &str = "opcache_compile_file";
+/// The functions whose calls [`Walker::call`] acts on. A file calling none of them and
+/// including nothing is not parsed unless another file needs its definitions (see
+/// `prescan`): a call added here is added there.
+pub(super) const CALLS: [&str; 4] = [DEFINE, SET_INCLUDE_PATH, INI_SET, OPCACHE_COMPILE_FILE];
+
 impl<'t, 'k> Walker<'t, 'k> {
     pub(super) fn include(&mut self, node: Node<'t>) {
+        let [include, include_once, require, require_once] = KEYWORDS;
         let keyword = match node.kind() {
-            "include_expression" => "include",
-            "include_once_expression" => "include_once",
-            "require_expression" => "require",
-            _ => "require_once",
+            "include_expression" => include,
+            "include_once_expression" => include_once,
+            "require_expression" => require,
+            _ => require_once,
         };
         let Some(arg) = node.named_child(0) else {
             return;
@@ -60,7 +73,7 @@ impl<'t, 'k> Walker<'t, 'k> {
         };
         let args = self.arguments(node);
         match name.as_str() {
-            "define" => {
+            DEFINE => {
                 let (Some(key), Some(value)) = (args.first(), args.get(1)) else {
                     return;
                 };
@@ -69,18 +82,18 @@ impl<'t, 'k> Walker<'t, 'k> {
                 let value = self.eval(*value);
                 self.define(key, value, node);
             }
-            "set_include_path" => {
+            SET_INCLUDE_PATH => {
                 if let Some(arg) = args.first() {
                     self.set_include_path(node, *arg);
                 }
             }
-            "ini_set" => {
+            INI_SET => {
                 let key = args.first().and_then(|k| self.key(*k));
                 if let (Some("include_path"), Some(arg)) = (key.as_deref(), args.get(1)) {
                     self.set_include_path(node, *arg);
                 }
             }
-            "opcache_compile_file" => {
+            OPCACHE_COMPILE_FILE => {
                 self.first_compile.get_or_insert(node);
                 if let Some(arg) = args.first() {
                     let value = self.eval(*arg);

@@ -12,7 +12,8 @@
 //! what the rest of the run needs ([`FileFacts`]: the constants and top-level variables it
 //! defines, and the include sites whose paths may be hazards, with values that still name
 //! other files' definitions symbolically). [`resolve`] fills those in once every file has
-//! been read, and [`findings`] judges the sites.
+//! been read, and [`findings`] judges the sites. Most files are not parsed at all:
+//! [`prescan`] finds the ones whose walk could yield nothing by a search of their bytes.
 //!
 //! This file holds the entry point, [`analyze`], and the walker's state. The modules below
 //! hold one concern each (the value model, what files share, or a group of [`Walker`]'s
@@ -24,6 +25,7 @@ mod findings;
 mod hints;
 mod include;
 mod path;
+mod prescan;
 mod resolve;
 mod scope;
 mod syntax;
@@ -41,6 +43,7 @@ use crate::walk::SourceFile;
 use crate::Options;
 
 pub(crate) use findings::{Definition, Hit, Judge};
+pub(crate) use prescan::{need, Need, Wanted};
 pub(crate) use resolve::Definitions;
 
 use scope::Scope;
@@ -92,6 +95,17 @@ pub(crate) struct Site {
     pub first_line: usize,
     pub last_line: usize,
     pub kind: SiteKind,
+}
+
+impl Site {
+    /// The values judged at this site.
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        let (one, entries) = match &self.kind {
+            SiteKind::Include { value, .. } | SiteKind::Compile { value } => (Some(value), &[][..]),
+            SiteKind::SetIncludePath { entries, .. } => (None, entries.as_slice()),
+        };
+        one.into_iter().chain(entries)
+    }
 }
 
 #[derive(Debug)]

@@ -157,6 +157,10 @@ impl<'t, 'k> Walker<'t, 'k> {
 }
 
 pub(super) fn named_children(node: Node<'_>) -> Vec<Node<'_>> {
+    // Most nodes are leaves: no cursor (an allocation) for them.
+    if node.named_child_count() == 0 {
+        return Vec::new();
+    }
     let mut cursor = node.walk();
     node.named_children(&mut cursor).collect()
 }

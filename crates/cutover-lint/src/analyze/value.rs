@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 /// Possible starts kept per value; more are dropped (the first ones found stay).
-const MAX_ORIGINS: usize = 8;
+pub(super) const MAX_ORIGINS: usize = 8;
 /// Steps of "set from … set from …" kept for a message.
 const MAX_VIA: usize = 4;
 

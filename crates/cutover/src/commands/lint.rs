@@ -14,6 +14,7 @@ pub fn lint(args: &LintArgs, global: &GlobalArgs, printer: Printer) -> Result<()
     let options = cutover_lint::Options {
         strict: args.strict,
         deploy_paths: deploy_paths(args, global)?,
+        parse_all: false,
     };
     let report = cutover_lint::lint_dir(&args.dir, &options).map_err(|error| match error {
         cutover_lint::Error::NotFound { .. } => CommandError::usage(
