@@ -390,3 +390,60 @@ fn prewarm_settings_that_cannot_work_are_refused() {
         );
     }
 }
+
+/// In a fleet every host pre-warms its own pool before the coordinated switch: web1 and
+/// web2 each have a php-fpm behind an nginx passing `$realpath_root` (web3 none), reached
+/// by the agent over ssh.
+#[test]
+fn every_host_of_a_fleet_prewarms_its_own_pool() {
+    use crate::test_fleet::{Fleet, HOSTS};
+    let fleet = Fleet::start();
+    write_app(&fleet.sb.src(), "v", 5);
+    let mut pools = Vec::new();
+    let mut extra = String::new();
+    for host in &HOSTS[..2] {
+        let path = fleet.host_path(host);
+        std::fs::create_dir_all(&path).unwrap();
+        make_readable_by_workers(fleet.sb.path()).unwrap();
+        let fpm = PhpFpm::start(FpmOptions::default()).unwrap();
+        let mut options = NginxOptions::new(
+            std::fs::canonicalize(&path).unwrap().join("current/public"),
+            fpm.fastcgi_target(),
+        );
+        options.realpath_root = true;
+        let nginx = Nginx::start(options).unwrap();
+        let socket = fpm.unix_socket().unwrap().display().to_string();
+        extra.push_str(&format!(
+            "@{host} php = {{ fpm = \"unix:{socket}\" }}\n@{host} refresh = {{ strategy = [\"prewarm\", \"none\"] }}\n"
+        ));
+        pools.push((fpm, nginx));
+    }
+    let config = fleet.config("warm.toml", &extra);
+    fleet.deploy_json(&config, &["--release", "r1"]);
+    for (_, nginx) in &pools {
+        assert_eq!(http_get(&nginx.url("/index.php")).unwrap().status, 200);
+    }
+    let report = fleet.deploy_json(&config, &["--release", "r2"]);
+    let hosts = report["hosts"].as_array().unwrap();
+    for (i, host) in hosts.iter().enumerate() {
+        let prewarm = &host["opcache"]["prewarm"];
+        if i < 2 {
+            assert_eq!(prewarm["compiled"], (LIBS + 1) as u64, "{host:#}");
+        } else {
+            assert!(host.get("opcache").is_none(), "web3 has no pool: {host:#}");
+        }
+    }
+    let probe = fleet.sb.path().join("probe.php");
+    write(&probe, PROBE);
+    make_readable_by_workers(fleet.sb.path()).unwrap();
+    for (host, (fpm, _)) in HOSTS.iter().zip(&pools) {
+        let index =
+            std::fs::canonicalize(fleet.host_path(host).join("releases/r2/public/index.php"))
+                .unwrap();
+        let response = fpm
+            .request(&probe, &format!("check={}", index.display()))
+            .unwrap();
+        let probe: Probe = serde_json::from_str(&response.body()).unwrap();
+        assert_eq!(probe.cached, [true], "{host}: r2 cached before any request");
+    }
+}
