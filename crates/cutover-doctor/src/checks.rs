@@ -717,6 +717,35 @@ mod tests {
         .is_empty());
     }
 
+    /// A pool behind the nginx of `server`.
+    fn pool_behind(server: &str, strategies: &[RefreshStrategy]) -> Facts {
+        Facts {
+            nginx: Some(nginx(server)),
+            ..pool(&GOOD, strategies)
+        }
+    }
+
+    #[test]
+    fn a_cold_switch_is_named_and_prewarm_counts_as_handling_the_cache() {
+        let reset = [RefreshStrategy::OpcacheReset];
+        let found = check(&pool_behind(THROUGH, &reset));
+        assert_eq!(ids(&found), ["cold-switch"]);
+        assert_eq!(found[0].severity, Severity::Info);
+        assert!(found[0].fix.contains("prewarm"), "{}", found[0].fix);
+        assert!(check(&pool_behind(RESOLVED, &reset)).is_empty());
+        // $realpath_root and no reset: the cache only fills, which prewarm's check handles.
+        let found = check(&pool_behind(RESOLVED, &[]));
+        assert_eq!(ids(&found), ["opcache-no-reset"]);
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert!(
+            !found[0].why.contains("restarts itself"),
+            "{}",
+            found[0].why
+        );
+        let prewarm = [RefreshStrategy::Prewarm, RefreshStrategy::None];
+        assert!(check(&pool_behind(RESOLVED, &prewarm)).is_empty());
+    }
+
     #[test]
     fn memory_for_two_releases() {
         let mut facts = pool(
