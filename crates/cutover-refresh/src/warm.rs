@@ -265,7 +265,10 @@ pub(crate) fn before_switch(
     } else if warm {
         report.prewarm = Some(CompileOutcome::default());
     }
-    report.cache = if report.invalidated > 0 || report.prewarm.is_some() {
+    // Asked again only when this changed it: a switch back and forth between two warm
+    // releases (verify's flips) costs the pool one request.
+    let compiled = report.prewarm.as_ref().is_some_and(|p| p.compiled > 0);
+    report.cache = if report.invalidated > 0 || compiled {
         ByRelease::ask(pool, &releases_dir)?.contents()
     } else {
         cached.contents()

@@ -247,6 +247,10 @@ fn prewarm_compiles_the_new_release_before_the_switch() {
     let report = stack.deploy("v3", &none);
     assert!(opcache(&report).get("prewarm").is_none(), "{report:#}");
     let before = stack.probe("v3");
+    assert!(
+        before.wasted > 0 && before.oom_restarts == 0,
+        "v1's memory is wasted, nothing restarted yet: {before:?}"
+    );
     assert_eq!(stack.page(), ("v3".into(), LIBS));
     let after = stack.probe("v3");
     assert!(after.misses > before.misses, "{before:?} {after:?}");
@@ -486,6 +490,10 @@ fn invalidated_releases_let_a_full_opcache_restart_by_itself() {
         "{report:#}"
     );
     let before = stack.probe("v3");
+    assert!(
+        before.wasted > 0 && before.oom_restarts == 0,
+        "v1's memory is wasted, nothing restarted yet: {before:?}"
+    );
     for _ in 0..4 {
         stack.page();
     }
