@@ -127,6 +127,10 @@ impl Stack {
     }
 
     fn run_deploy(&self, version: &str, config: &str) -> std::process::Output {
+        self.run_deploy_as(version, version, config)
+    }
+
+    fn run_deploy_as(&self, version: &str, release: &str, config: &str) -> std::process::Output {
         let source = self.sb.path().join(version).display().to_string();
         let to = self.deploy.display().to_string();
         let args = [
@@ -135,7 +139,7 @@ impl Stack {
             "--to",
             &to,
             "--release",
-            version,
+            release,
             "--keep",
             "100",
             "--config",
@@ -146,7 +150,12 @@ impl Stack {
     }
 
     fn deploy(&self, version: &str, config: &str) -> serde_json::Value {
-        let out = self.run_deploy(version, config);
+        self.deploy_as(version, version, config)
+    }
+
+    /// Deploys source `version` as release `release`.
+    fn deploy_as(&self, version: &str, release: &str, config: &str) -> serde_json::Value {
+        let out = self.run_deploy_as(version, release, config);
         assert!(
             out.status.success(),
             "deploy {version} failed:\n{}",
@@ -290,6 +299,42 @@ fn releases_out_of_service_are_let_go() {
         "invalidated scripts count as wasted: {probe:?}"
     );
     assert_eq!(stack.page(), ("v3".into(), 0));
+}
+
+/// Ten deploys with traffic between them: before each switch OPcache holds (as cached,
+/// not invalidated) at most the live release and the new one, and each new release is
+/// warm before it goes live.
+#[test]
+fn ten_deploys_keep_two_releases_cached() {
+    let stack = Stack::start(20, &[]);
+    let warm = stack.config("warm.toml", "strategy = [\"prewarm\", \"none\"]");
+    let mut one_release = 0;
+    for n in 1..=10 {
+        let release = format!("r{n:02}");
+        let report = stack.deploy_as(["v1", "v2", "v3"][n % 3], &release, &warm);
+        let cache = &opcache(&report)["cache"];
+        let held = cache["releases"].as_array().unwrap();
+        assert!(held.len() <= 2, "deploy {n}: {report:#}");
+        let memory: u64 = held.iter().map(|r| r["memory"].as_u64().unwrap()).sum();
+        if n == 1 {
+            assert!(held.is_empty(), "{report:#}");
+        } else {
+            assert!(
+                held.iter().any(|r| r["release"] == release.as_str()),
+                "{report:#}"
+            );
+            if n == 2 {
+                one_release = held[0]["memory"].as_u64().unwrap();
+            }
+            assert!(
+                memory <= 2 * one_release + one_release / 10,
+                "deploy {n}: {report:#}"
+            );
+        }
+        let (served, cold) = stack.page();
+        assert_eq!(served, release);
+        assert_eq!(cold, if n == 1 { LIBS } else { 0 }, "deploy {n}");
+    }
 }
 
 /// OPcache of 16 MiB (1 MiB of interned strings) and a release of about 9 MiB: the second
