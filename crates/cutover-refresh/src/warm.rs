@@ -181,10 +181,13 @@ pub(crate) fn before_switch(
         .iter()
         .map(|s| s.path.as_str())
         .collect();
+    let live_count = live_scripts.len() as u64;
     let mut to_warm: Vec<CachedScript> = live_scripts
         .into_iter()
         .filter(|s| !new_has.contains(s.path.as_str()))
         .collect();
+    // The new release's scripts already cached (a switch back to a warm release).
+    let already_cached = live_count - to_warm.len() as u64;
     // The hottest first: when time or memory runs out, what is left is what is hit least.
     to_warm.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.path.cmp(&b.path)));
 
@@ -241,7 +244,8 @@ pub(crate) fn before_switch(
             slice: SLICE,
             reserve,
         };
-        let outcome = pool.compile(&releases_dir.join(release.as_str()), &to_warm, budget)?;
+        let mut outcome = pool.compile(&releases_dir.join(release.as_str()), &to_warm, budget)?;
+        outcome.already_cached += already_cached;
         if let Some(stop) = outcome.stopped {
             report.warnings.push(format!(
                 "pre-warm stopped ({}) after compiling {} of {} scripts; the rest compile on their first request",
@@ -263,7 +267,10 @@ pub(crate) fn before_switch(
         }
         report.prewarm = Some(outcome);
     } else if warm {
-        report.prewarm = Some(CompileOutcome::default());
+        report.prewarm = Some(CompileOutcome {
+            already_cached,
+            ..CompileOutcome::default()
+        });
     }
     // Asked again only when this changed it: a switch back and forth between two warm
     // releases (verify's flips) costs the pool one request.
