@@ -279,6 +279,29 @@ pub struct RefreshSettings {
     /// Upper bound for each wait (the pool to answer again, OPcache to restart).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u64>,
+    /// For `prewarm`: how long compiling the new release may take before the switch goes
+    /// ahead with what is compiled (default 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prewarm_seconds: Option<u64>,
+    /// What a switch does when the pool's OPcache lacks room for the new release beside
+    /// the live one (checked with `none` or `prewarm` and `[php] fpm`; default `warn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcache_room: Option<OpcacheRoom>,
+}
+
+/// `[refresh] opcache_room`: a full OPcache does not restart by itself (scripts of old
+/// releases are not "wasted"), it compiles every request's scripts anew, silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpcacheRoom {
+    /// Say so in the report and go ahead.
+    #[default]
+    Warn,
+    /// Fail before anything is switched.
+    Refuse,
+    /// Go ahead without pre-warming, and reset OPcache after the switch (the reset waits
+    /// until no request holds the old cache).
+    Reset,
 }
 
 /// `[health]`: how to tell, after the switch and refresh, that the new release is served.
@@ -315,6 +338,9 @@ pub enum RefreshStrategy {
     Command,
     /// Nothing: the web server hands PHP resolved paths (nginx `$realpath_root`).
     None,
+    /// Before the switch: the new release's copies of the scripts OPcache holds for the
+    /// live release compiled into the pool (`$realpath_root` setups; needs `[php] fpm`).
+    Prewarm,
 }
 
 /// The rule for a `[hosts]` name: it appears in `--host`, output, file names and the

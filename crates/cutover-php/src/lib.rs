@@ -12,6 +12,9 @@ use cutover_fastcgi::{Address, Client, Request};
 
 pub mod apache;
 pub mod reload;
+mod warm;
+
+pub use warm::{CachedScript, CachedTree, CompileBudget, CompileOutcome, CompileStop};
 
 const STATUS_SCRIPT: &str = include_str!("scripts/status.php");
 const RESET_SCRIPT: &str = include_str!("scripts/reset.php");
@@ -205,14 +208,44 @@ impl Pool {
     /// Writes `script` under a name derived from its content (so a cached copy can never
     /// be a different version), runs it, removes it.
     fn run(&self, name: &str, script: &str) -> Result<String> {
+        self.with_script(name, script, |pool, path| pool.call(path, |r| r))
+    }
+
+    /// Writes `script` for the pool, hands its path to `work` (which may run it many
+    /// times), removes it.
+    fn with_script<T>(
+        &self,
+        name: &str,
+        script: &str,
+        work: impl FnOnce(&Pool, &Path) -> Result<T>,
+    ) -> Result<T> {
         let hash = blake3::hash(script.as_bytes()).to_hex();
         let path = self
             .script_dir
             .join(format!("cutover-{name}-{}.php", &hash[..12]));
         write_script(&self.script_dir, &path, script)?;
-        let result = self.request(&path);
+        let result = work(self, &path);
         let _ = std::fs::remove_file(&path);
-        let response = result?;
+        result
+    }
+
+    /// Runs the script at `path` once (a GET, adjusted by `with`); its body on a 200.
+    fn call(&self, path: &Path, with: impl FnOnce(Request) -> Request) -> Result<String> {
+        let request = with(Request::get(self.pool_path(path)?, ""));
+        self.send(&request)
+    }
+
+    /// Runs the script at `path` once with `body` (JSON) as its input.
+    fn call_post(&self, path: &Path, body: Vec<u8>) -> Result<String> {
+        let request = Request::post(self.pool_path(path)?, "application/json", body);
+        self.send(&request)
+    }
+
+    /// A fresh connection per request: php-fpm keeps a worker for a connection until it
+    /// closes, and cutover's requests must not hold one between them.
+    fn send(&self, request: &Request) -> Result<String> {
+        let mut client = Client::connect(&self.address, self.timeout)?;
+        let response = client.request(request)?;
         let body = response.body_text().into_owned();
         if response.status != 200 {
             return Err(Error::BadReply {
@@ -224,8 +257,9 @@ impl Pool {
         Ok(body)
     }
 
-    fn request(&self, path: &Path) -> Result<cutover_fastcgi::Response> {
-        let script = match &self.chroot {
+    /// `path` as the pool sees it: relative to its chroot, if it has one.
+    fn pool_path(&self, path: &Path) -> Result<PathBuf> {
+        match &self.chroot {
             Some(chroot) => {
                 let inside = path
                     .strip_prefix(chroot)
@@ -233,12 +267,10 @@ impl Pool {
                         script: path.to_path_buf(),
                         chroot: chroot.clone(),
                     })?;
-                Path::new("/").join(inside)
+                Ok(Path::new("/").join(inside))
             }
-            None => path.to_path_buf(),
-        };
-        let mut client = Client::connect(&self.address, self.timeout)?;
-        Ok(client.request(&Request::get(&script, ""))?)
+            None => Ok(path.to_path_buf()),
+        }
     }
 }
 

@@ -127,6 +127,9 @@ fn handle(
             changed_shared: host.run_hooks(&hooks)?,
         },
         Request::Finish { release } => Reply::Finished(host.finish(&release)?),
+        Request::BeforeSwitch { release } => Reply::Warmed {
+            report: host.before_switch_for(&release)?,
+        },
         Request::Switch(switch) => Reply::Switched(host.switch(&switch)?),
         Request::Clock => Reply::Clock {
             now_us: cutover_core::manifest::now_micros(),

@@ -94,6 +94,9 @@ pub struct HostReport {
     pub switch_late_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unchanged: Option<bool>,
+    /// Before the switch: OPcache's room, the pre-warm, what the cache holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcache: Option<cutover_refresh::WarmReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshReport>,
     /// Releases removed after the deploy (or that a dry run would remove).

@@ -31,7 +31,7 @@ use cutover_core::stage::StageStats;
 use cutover_core::writable::WritableMode;
 use cutover_core::ReleaseId;
 use cutover_php::{PoolStatus, ResetReport};
-use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec};
+use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec, WarmReport};
 
 /// Bumped on any incompatible change. The agent binary is named after the deploying
 /// binary's hash, so both ends normally run the same build; the check catches the rest.
@@ -53,6 +53,11 @@ pub enum Request {
     Hooks(Box<HooksRequest>),
     /// Completes a release `Stage` started (and hooks ran in); answered by `Finished`.
     Finish {
+        release: ReleaseId,
+    },
+    /// Before the switch to `release`: the pool's OPcache checked for room, releases out
+    /// of service let go, the new release compiled (`prewarm`); answered by `Warmed`.
+    BeforeSwitch {
         release: ReleaseId,
     },
     Switch(SwitchRequest),
@@ -347,6 +352,10 @@ pub enum Reply {
         changed_shared: Vec<String>,
     },
     Finished(Finished),
+    /// `None` when OPcache is emptied after the switch anyway (or no pool is configured).
+    Warmed {
+        report: Option<WarmReport>,
+    },
     Switched(Switched),
     Clock {
         now_us: u64,
@@ -383,6 +392,7 @@ impl Request {
             Request::Stage(_) => "stage",
             Request::Hooks(_) => "hooks",
             Request::Finish { .. } => "finish",
+            Request::BeforeSwitch { .. } => "before_switch",
             Request::Switch(_) => "switch",
             Request::Clock => "clock",
             Request::Refresh { .. } => "refresh",
@@ -406,6 +416,7 @@ impl Reply {
             Reply::Staged(_) => "staged",
             Reply::HooksRan { .. } => "hooks_ran",
             Reply::Finished(_) => "finished",
+            Reply::Warmed { .. } => "warmed",
             Reply::Switched(_) => "switched",
             Reply::Clock { .. } => "clock",
             Reply::Refreshed { .. } => "refreshed",

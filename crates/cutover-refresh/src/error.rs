@@ -21,6 +21,11 @@ pub enum RefreshError {
     Apache(#[from] GracefulError),
     #[error(transparent)]
     Command(#[from] cutover_core::Error),
+    /// `opcache_room = "refuse"` and the new release would not fit beside the live one.
+    #[error("{what}; refused by [refresh] opcache_room = \"refuse\"")]
+    NoRoom { what: String, wasted: u64 },
+    #[error("pre-warm: {0}")]
+    Warm(String),
     #[error("health check {target} failed after {attempts} attempts in {seconds:.1} s: {why}")]
     Health {
         target: String,
@@ -56,6 +61,13 @@ impl RefreshError {
             // has happened, and the caller says what state it left.
             RefreshError::Command(cutover_core::Error::CommandFailed { .. }) => None,
             RefreshError::Command(e) => e.hint(),
+            RefreshError::NoRoom { wasted, .. } if *wasted > 0 => Some(
+                "wasted memory comes back only when OPcache restarts: `cutover php reset` at a quiet moment, or raise opcache.memory_consumption; opcache_room = \"reset\" resets after the switch instead".into(),
+            ),
+            RefreshError::NoRoom { .. } => Some(
+                "raise opcache.memory_consumption (about two releases' worth), or set [refresh] opcache_room = \"reset\" to reset OPcache after the switch".into(),
+            ),
+            RefreshError::Warm(_) => None,
             RefreshError::Health { .. } => Some(
                 "the app must answer 2xx and print the release id (e.g. read __DIR__ . '/../RELEASE'); a stale OPcache answers with the old id: see [refresh]".into(),
             ),

@@ -14,8 +14,10 @@ mod error;
 mod health;
 mod refresher;
 mod spec;
+mod warm;
 
 pub use error::{ErrorKind, RefreshError};
 pub use health::{HealthCheck, HealthReport};
 pub use refresher::{RefreshReport, RefreshStep, Refresher};
 pub use spec::{HealthSpec, PoolSpec, RefreshSpec};
+pub use warm::{CacheContents, ReleaseCache, RoomCheck, WarmReport};

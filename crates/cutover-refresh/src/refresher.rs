@@ -1,7 +1,7 @@
 //! Running the refresh steps on the host where PHP runs.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cutover_config::RefreshStrategy;
 use cutover_core::{DeployPath, ReleaseId};
@@ -9,6 +9,7 @@ use cutover_php::apache::Generation;
 use serde::Serialize;
 
 use crate::health::{HealthCheck, HealthReport};
+use crate::warm::{self, WarmPlan, WarmReport};
 use crate::{RefreshError, RefreshSpec};
 
 /// A spec made ready on its host: the pool built, and the host-side refusals passed.
@@ -16,6 +17,9 @@ pub struct Refresher {
     spec: RefreshSpec,
     pool: Option<cutover_php::Pool>,
     health: Option<HealthCheck>,
+    /// The release whose switch is followed by an OPcache reset, because it did not fit
+    /// (`opcache_room = "reset"`).
+    reset_after: Option<ReleaseId>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -63,7 +67,34 @@ impl Refresher {
             spec: spec.clone(),
             pool,
             health,
+            reset_after: None,
         }))
+    }
+
+    /// Before the switch to `release`, when OPcache keeps what it holds across it: checks
+    /// its room for the new release, lets go of releases out of service, and with
+    /// `prewarm` compiles the new release. `None` when OPcache is emptied after the switch
+    /// anyway.
+    pub fn before_switch(
+        &mut self,
+        deploy: &DeployPath,
+        release: &ReleaseId,
+    ) -> Result<Option<WarmReport>, RefreshError> {
+        self.reset_after = None;
+        let Some(pool) = self.pool.as_ref().filter(|_| self.spec.keeps_opcache()) else {
+            return Ok(None);
+        };
+        let _span = tracing::info_span!("before switch", %release).entered();
+        let plan = WarmPlan {
+            prewarm: self.spec.prewarms(),
+            room: self.spec.opcache_room,
+            prewarm_time: Duration::from_millis(self.spec.prewarm_ms),
+        };
+        let report = warm::before_switch(&plan, pool, deploy, release)?;
+        if report.reset_after_switch {
+            self.reset_after = Some(release.clone());
+        }
+        Ok(Some(report))
     }
 
     /// Runs the refresh steps for `release` (now current), then the health check.
@@ -100,13 +131,25 @@ impl Refresher {
                         run_command(command, deploy, release, wait)?;
                     }
                 }
-                RefreshStrategy::None => {}
+                // Done before the switch (`before_switch`).
+                RefreshStrategy::None | RefreshStrategy::Prewarm => continue,
             }
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(seconds, "refresh step done");
             steps.push(RefreshStep {
                 strategy: *strategy,
                 seconds,
+            });
+        }
+        if let (Some(pool), Some(_)) = (
+            &self.pool,
+            self.reset_after.as_ref().filter(|r| *r == release),
+        ) {
+            let started = Instant::now();
+            pool.reset(wait)?;
+            steps.push(RefreshStep {
+                strategy: RefreshStrategy::OpcacheReset,
+                seconds: started.elapsed().as_secs_f64(),
             });
         }
         let health = match &self.health {

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cutover_config::{HealthSettings, PhpSettings, RefreshSettings, RefreshStrategy};
+use cutover_config::{HealthSettings, OpcacheRoom, PhpSettings, RefreshSettings, RefreshStrategy};
 use cutover_core::DeployPath;
 use serde::{Deserialize, Serialize};
 
 use crate::RefreshError;
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const DEFAULT_PREWARM: Duration = Duration::from_secs(30);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_TIMEOUT: Duration = Duration::from_secs(10);
 const ADDRESS_HINT: &str = "write `unix:/path/to.sock`, `/path/to.sock` or `127.0.0.1:9000`";
@@ -73,6 +74,12 @@ pub struct RefreshSpec {
     pub apache_command: String,
     pub wait_ms: u64,
     pub health: Option<HealthSpec>,
+    /// How long `prewarm` may compile.
+    #[serde(default)]
+    pub prewarm_ms: u64,
+    /// What a switch that keeps OPcache does when the new release does not fit.
+    #[serde(default)]
+    pub opcache_room: OpcacheRoom,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +132,11 @@ impl RefreshSpec {
                 .map_or(DEFAULT_WAIT, Duration::from_secs)
                 .as_millis() as u64,
             health,
+            prewarm_ms: refresh
+                .prewarm_seconds
+                .map_or(DEFAULT_PREWARM, Duration::from_secs)
+                .as_millis() as u64,
+            opcache_room: refresh.opcache_room.unwrap_or_default(),
         };
         spec.validate()?;
         Ok(spec)
@@ -132,7 +144,7 @@ impl RefreshSpec {
 
     /// Nothing to do after a switch.
     pub fn is_empty(&self) -> bool {
-        self.strategies.is_empty() && self.health.is_none()
+        self.strategies.is_empty() && self.health.is_none() && !self.keeps_opcache()
     }
 
     /// Every setting a strategy or probe needs is there and well-formed. Run where the
@@ -160,6 +172,32 @@ impl RefreshSpec {
                         "a command for \"command\"",
                         "set `command = \"...\"` in [refresh]",
                     ))
+                }
+                RefreshStrategy::Prewarm if self.pool.is_none() => {
+                    return Err(needs(
+                        "the pool's address for prewarm",
+                        "set `fpm = \"unix:/run/php/php8.2-fpm.sock\"` in the [php] table",
+                    ))
+                }
+                RefreshStrategy::Prewarm => {
+                    if let Some(emptying) = self.strategies.iter().find(|s| empties_opcache(**s)) {
+                        return Err(RefreshError::settings(
+                            format!(
+                                "[refresh] strategy: \"prewarm\" is undone by \"{}\", which empties OPcache after the switch",
+                                strategy_name(*emptying)
+                            ),
+                            "prewarm is for $realpath_root setups: write strategy = [\"prewarm\", \"none\"] (nginx: fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name)",
+                        ));
+                    }
+                    if self.prewarm_ms == 0 || self.prewarm_ms > MAX_PREWARM.as_millis() as u64 {
+                        return Err(RefreshError::settings(
+                            format!(
+                                "[refresh] prewarm_seconds {} is out of range",
+                                self.prewarm_ms / 1000
+                            ),
+                            "give 1 to 3600 seconds",
+                        ));
+                    }
                 }
                 RefreshStrategy::None => {
                     return Err(RefreshError::settings(
@@ -194,6 +232,43 @@ impl RefreshSpec {
 
     pub fn wait(&self) -> Duration {
         Duration::from_millis(self.wait_ms)
+    }
+
+    /// Whether the pool's OPcache keeps what it holds across the switch (so its room is
+    /// checked, and `prewarm` is worth it): no step empties it or may (a command).
+    pub fn keeps_opcache(&self) -> bool {
+        self.pool.is_some()
+            && !self
+                .strategies
+                .iter()
+                .any(|s| empties_opcache(*s) || *s == RefreshStrategy::Command)
+    }
+
+    pub fn prewarms(&self) -> bool {
+        self.strategies.contains(&RefreshStrategy::Prewarm)
+    }
+}
+
+const MAX_PREWARM: Duration = Duration::from_secs(3600);
+
+/// Strategies after which OPcache is empty.
+fn empties_opcache(strategy: RefreshStrategy) -> bool {
+    matches!(
+        strategy,
+        RefreshStrategy::OpcacheReset
+            | RefreshStrategy::FpmReload
+            | RefreshStrategy::ApacheGraceful
+    )
+}
+
+fn strategy_name(strategy: RefreshStrategy) -> &'static str {
+    match strategy {
+        RefreshStrategy::OpcacheReset => "opcache-reset",
+        RefreshStrategy::FpmReload => "fpm-reload",
+        RefreshStrategy::ApacheGraceful => "apache-graceful",
+        RefreshStrategy::Command => "command",
+        RefreshStrategy::None => "none",
+        RefreshStrategy::Prewarm => "prewarm",
     }
 }
 

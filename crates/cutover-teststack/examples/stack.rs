@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release -p cutover-teststack --example stack -- \
 //!     [--realpath-root] [--process-control-timeout N] [--validate-timestamps] \
-//!     [--workers N] [--apache] [--readable DIR]... --root DIR
+//!     [--workers N] [--apache] [--readable DIR]... [--ini KEY=VALUE]... --root DIR
 //! ```
 //!
 //! With `--apache`: one Apache (prefork, `--workers` children, mod_php, OPcache with
@@ -35,12 +35,14 @@ struct Args {
     workers: u32,
     apache: bool,
     readable: Vec<PathBuf>,
+    /// `--ini key=value`: more ini settings for php-fpm (e.g. an extension to load).
+    ini: Vec<(String, String)>,
 }
 
 fn usage(message: &str) -> ExitCode {
     eprintln!(
         "stack: {message}\nusage: stack [--realpath-root] [--process-control-timeout N] \
-         [--validate-timestamps] [--workers N] [--apache] [--readable DIR]... --root DIR"
+         [--validate-timestamps] [--workers N] [--apache] [--readable DIR]... [--ini KEY=VALUE]... --root DIR"
     );
     ExitCode::from(2)
 }
@@ -55,6 +57,7 @@ fn parse() -> Result<Args, String> {
         workers: 4,
         apache: false,
         readable: Vec::new(),
+        ini: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,6 +77,13 @@ fn parse() -> Result<Args, String> {
                 args.workers = v.parse().map_err(|_| format!("bad count `{v}`"))?;
             }
             "--readable" => args.readable.push(PathBuf::from(value("--readable")?)),
+            "--ini" => {
+                let v = value("--ini")?;
+                let (key, val) = v
+                    .split_once('=')
+                    .ok_or(format!("--ini `{v}` is not key=value"))?;
+                args.ini.push((key.to_string(), val.to_string()));
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -117,6 +127,7 @@ fn main() -> ExitCode {
         process_control_timeout: args.process_control_timeout,
         validate_timestamps: args.validate_timestamps,
         revalidate_freq: if args.validate_timestamps { 0 } else { 2 },
+        extra_ini: args.ini.clone(),
         ..FpmOptions::default()
     }) {
         Ok(fpm) => fpm,

@@ -8,6 +8,8 @@ use crate::verdict::{AssetExample, AssetVerdict, Latency, ReleaseCounts, Verdict
 
 /// Requests that start this long after a switch count as "after a switch".
 const AFTER_SWITCH: f64 = 5.0;
+/// The window of `p99_first_second`.
+const FIRST_SECOND: f64 = 1.0;
 /// Failing asset URLs shown in the verdict.
 const ASSET_EXAMPLES: usize = 5;
 
@@ -23,10 +25,31 @@ pub(crate) fn judge(
             .filter(|s| s.ok() && s.served == served)
             .count()
     };
-    let after_switch = |s: &&Sample| {
+    let within = |s: &Sample, window: f64| {
         switches
             .iter()
-            .any(|switch| s.start >= switch.done && s.start < switch.done + AFTER_SWITCH)
+            .any(|switch| s.start >= switch.done && s.start < switch.done + window)
+    };
+    let during_switch = |s: &Sample| {
+        switches
+            .iter()
+            .any(|switch| s.start >= switch.asked && s.start < switch.done)
+    };
+    let started_between = |from: f64, to: f64| {
+        (to > from).then(|| {
+            let n = samples
+                .iter()
+                .filter(|s| s.start >= from && s.start < to)
+                .count();
+            n as f64 / (to - from)
+        })
+    };
+    let baseline_rps = switches
+        .first()
+        .and_then(|first| started_between(0.0, first.asked));
+    let flipping_rps = match switches {
+        [first, .., last] => started_between(first.asked, last.done),
+        _ => None,
     };
     let first_switch = switches.first().map_or(f64::INFINITY, |switch| switch.done);
     let last_switch = switches.last().map_or(0.0, |switch| switch.done);
@@ -69,6 +92,8 @@ pub(crate) fn judge(
         requests: samples.len(),
         seconds,
         requests_per_second: samples.len() as f64 / seconds.max(f64::EPSILON),
+        baseline_requests_per_second: baseline_rps,
+        flipping_requests_per_second: flipping_rps,
         concurrency: scenario.concurrency,
         switches: switches.len(),
         failed,
@@ -81,7 +106,9 @@ pub(crate) fn judge(
         latency_ms: Latency {
             p50: all.ms(50.0).unwrap_or(0.0),
             p99: all.ms(99.0).unwrap_or(0.0),
-            p99_after_switch: Sorted::new(latencies(&|s| after_switch(&s))).ms(99.0),
+            p99_after_switch: Sorted::new(latencies(&|s| within(s, AFTER_SWITCH))).ms(99.0),
+            p99_first_second: Sorted::new(latencies(&|s| within(s, FIRST_SECOND))).ms(99.0),
+            p99_during_switch: Sorted::new(latencies(&during_switch)).ms(99.0),
             p99_steady: Sorted::new(latencies(&|s| s.start + s.latency < first_switch)).ms(99.0),
         },
         visibility_ms,
@@ -208,6 +235,24 @@ mod tests {
         assert_eq!(verdict.latency_ms.p99_steady, Some(10.0));
         assert_eq!(verdict.between, ["v1", "v2"]);
         assert!(verdict.passed);
+    }
+
+    #[test]
+    fn the_first_second_and_the_flipping_rate_have_their_own_windows() {
+        let mut samples = samples();
+        // Started while the first switch ran (0.9..1.0): only "during".
+        samples.push(sample(0.95, 0.300, 200, Served::A));
+        let verdict = judge(&scenario(), &samples, &SWITCHES, 4.0);
+        let latency = &verdict.latency_ms;
+        // Within 1 s of a switch: 1.5 (20 ms), 2.1 (50 ms), 2.5 and 2.9 (10 ms).
+        assert_eq!(latency.p99_first_second, Some(50.0));
+        assert_eq!(latency.p99_during_switch, Some(300.0));
+        // One request started in the 0.9 s before the first switch; two from its start to
+        // the last one's end (0.95 and 1.5) in 1.1 s.
+        let baseline = verdict.baseline_requests_per_second.unwrap();
+        assert!((baseline - 1.0 / 0.9).abs() < 1e-9, "{baseline}");
+        let flipping = verdict.flipping_requests_per_second.unwrap();
+        assert!((flipping - 2.0 / 1.1).abs() < 1e-9, "{flipping}");
     }
 
     #[test]

@@ -8,6 +8,11 @@ pub struct Verdict {
     pub requests: usize,
     pub seconds: f64,
     pub requests_per_second: f64,
+    /// Requests started before the first switch began, per second of that time.
+    pub baseline_requests_per_second: Option<f64>,
+    /// Requests started from the first switch's start to the last switch's end, per
+    /// second of that time (`null` with fewer than two switches).
+    pub flipping_requests_per_second: Option<f64>,
     pub concurrency: u64,
     pub switches: usize,
     /// Not answered 2xx (or not at all).
@@ -59,6 +64,11 @@ pub struct Latency {
     pub p50: f64,
     pub p99: f64,
     pub p99_after_switch: Option<f64>,
+    /// Requests started within 1 s after a switch was in place: what users feel of a
+    /// cold cache.
+    pub p99_first_second: Option<f64>,
+    /// Requests started while a switch (with its checks before it) was under way.
+    pub p99_during_switch: Option<f64>,
     pub p99_steady: Option<f64>,
 }
 
@@ -82,6 +92,8 @@ mod tests {
             requests: 0,
             seconds: 1.0,
             requests_per_second: 0.0,
+            baseline_requests_per_second: None,
+            flipping_requests_per_second: None,
             concurrency: 1,
             switches: 0,
             failed: 0,
@@ -95,6 +107,8 @@ mod tests {
                 p50: 0.0,
                 p99: 0.0,
                 p99_after_switch: None,
+                p99_first_second: None,
+                p99_during_switch: None,
                 p99_steady: None,
             },
             visibility_ms: None,
@@ -113,9 +127,11 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "baseline_requests_per_second",
                 "between",
                 "concurrency",
                 "failed",
+                "flipping_requests_per_second",
                 "latency_ms",
                 "mixed",
                 "passed",

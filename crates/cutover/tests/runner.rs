@@ -25,6 +25,7 @@ mod test_notify;
 mod test_php;
 mod test_pipeline;
 mod test_presets;
+mod test_prewarm;
 mod test_refresh;
 mod test_switch_atomicity;
 mod test_verify;

@@ -28,7 +28,7 @@ impl Fleet {
     }
 
     /// A config with every host, `extra` appended (tables of its own).
-    fn config(&self, name: &str, extra: &str) -> String {
+    pub(crate) fn config(&self, name: &str, extra: &str) -> String {
         let mut text = format!(
             "[deploy]\nsource = {:?}\n{}\n[ssh]\noptions = [\"-F\", {:?}]\n",
             self.sb.src().display().to_string(),

@@ -308,7 +308,7 @@ fn unknown_strategy_value_suggests_the_nearest() {
     let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"restart\"]\n");
     assert_eq!(
         hint.unwrap(),
-        "valid values: opcache-reset, fpm-reload, apache-graceful, command, none"
+        "valid values: opcache-reset, fpm-reload, apache-graceful, command, none, prewarm"
     );
     let (_, _, _, hint) = diagnose("[refresh]\nstrategy = [\"apache-gracefull\"]\n");
     assert_eq!(hint.unwrap(), "did you mean `apache-graceful`?");

@@ -70,6 +70,8 @@ fn template_shows_every_key() {
                 apache_pidfile,
                 apache_command,
                 wait_seconds,
+                prewarm_seconds,
+                opcache_room,
             },
         health:
             HealthSettings {
@@ -126,6 +128,8 @@ fn template_shows_every_key() {
     assert_eq!((expect_release, timeout_seconds), (Some(true), Some(10)));
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
     assert_eq!(wait_seconds, Some(30));
+    assert_eq!(prewarm_seconds, Some(30));
+    assert_eq!(opcache_room, Some(cutover_config::OpcacheRoom::Warn));
     assert_eq!(
         apache_pidfile.as_deref(),
         Some(Path::new(DEFAULT_APACHE_PIDFILE))

@@ -163,6 +163,7 @@ impl Fleet<'_> {
         rollback: bool,
         done: HostState,
     ) -> Result<Instant, NotSwitched> {
+        self.before_switch(release)?;
         // Tentative: an agent whose session ends before the commit goes back by itself, so
         // a deploy killed (or cut off) between switch and commit leaves every host on the
         // old release rather than some on each.
@@ -215,6 +216,33 @@ impl Fleet<'_> {
             slot.switched = false;
         }
         Ok(renamed)
+    }
+
+    /// On every host that moves, before any renames: OPcache's room for `release` checked
+    /// and, with `prewarm`, `release` compiled into the pool, so that no host goes live
+    /// cold or full (a fleet pre-warms during staging, before the coordinated switch).
+    fn before_switch(&mut self, release: &ReleaseId) -> Result<(), NotSwitched> {
+        let warmed = self.each(|slot| {
+            if slot.opened.current.as_ref() == Some(release) {
+                return Ok(None);
+            }
+            slot.host()?.before_switch(release)
+        });
+        for (slot, report) in self.slots.iter_mut().zip(warmed) {
+            if let Some(Some(report)) = report {
+                slot.report.warnings.extend(report.warnings.iter().cloned());
+                slot.report.opcache = Some(report);
+            }
+        }
+        if self.any_failed() {
+            return Err(NotSwitched {
+                step: "prewarm",
+                summary:
+                    "the check or pre-warm before the switch failed on a host; no host was switched",
+                state: "every host is on the release it had before".into(),
+            });
+        }
+        Ok(())
     }
 
     /// When every host should rename, by this machine's clock, with each host's clock

@@ -17,7 +17,7 @@ use cutover_php::{PoolStatus, ResetReport};
 use cutover_protocol::{
     Access, Finished, HooksRequest, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched,
 };
-use cutover_refresh::{PoolSpec, RefreshReport, Refresher};
+use cutover_refresh::{PoolSpec, RefreshReport, Refresher, WarmReport};
 
 use super::{Host, StageOrder};
 use crate::{HostError, SourceTree};
@@ -520,10 +520,24 @@ impl LocalHost {
         })
     }
 
+    pub fn before_switch_for(
+        &mut self,
+        release: &ReleaseId,
+    ) -> Result<Option<WarmReport>, HostError> {
+        let session = self.session_mut()?;
+        session.deploy.require_release(release)?;
+        match &mut session.refresher {
+            Some(refresher) => Ok(refresher.before_switch(&session.deploy, release)?),
+            None => Ok(None),
+        }
+    }
+
     pub fn refresh_for(&mut self, release: &ReleaseId) -> Result<Option<RefreshReport>, HostError> {
         let session = self.session()?;
         match &session.refresher {
-            Some(refresher) => Ok(Some(refresher.run(&session.deploy, release)?)),
+            // A refresher may be there only for the check before the switch.
+            Some(refresher) => Ok(Some(refresher.run(&session.deploy, release)?)
+                .filter(|r| !r.steps.is_empty() || r.health.is_some())),
             None => Ok(None),
         }
     }
@@ -617,6 +631,10 @@ impl Host for LocalHost {
 
     fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError> {
         LocalHost::finish(self, release)
+    }
+
+    fn before_switch(&mut self, release: &ReleaseId) -> Result<Option<WarmReport>, HostError> {
+        self.before_switch_for(release)
     }
 
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError> {

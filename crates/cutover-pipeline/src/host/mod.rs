@@ -13,7 +13,7 @@ use cutover_php::{PoolStatus, ResetReport};
 use cutover_protocol::{
     Finished, HooksRequest, OpenRequest, Opened, StageSpec, Staged, SwitchRequest, Switched,
 };
-use cutover_refresh::{PoolSpec, RefreshReport};
+use cutover_refresh::{PoolSpec, RefreshReport, WarmReport};
 
 use crate::{HostError, SourceTree};
 
@@ -55,6 +55,9 @@ pub trait Host: Send {
     fn hooks(&mut self, request: &HooksRequest) -> Result<Vec<String>, HostError>;
     /// Completes a started release: from now on it can be switched to.
     fn finish(&mut self, release: &ReleaseId) -> Result<Finished, HostError>;
+    /// Before a switch to `release`: OPcache's room checked, the new release compiled
+    /// (`prewarm`); `None` when OPcache is emptied after the switch anyway.
+    fn before_switch(&mut self, release: &ReleaseId) -> Result<Option<WarmReport>, HostError>;
     fn send_switch(&mut self, request: &SwitchRequest) -> Result<(), HostError>;
     /// The host's wall clock, microseconds since the epoch (to schedule a switch).
     fn clock(&mut self) -> Result<u64, HostError>;

@@ -12,7 +12,7 @@ use cutover_protocol::{
     ContentWriter, Finished, HooksRequest, OpenRequest, Opened, ProtocolError, Reply, Request,
     StageRequest, Staged, SwitchRequest, Switched,
 };
-use cutover_refresh::{PoolSpec, RefreshReport};
+use cutover_refresh::{PoolSpec, RefreshReport, WarmReport};
 
 use super::ssh::{Agent, Target};
 use super::{AgentUpload, Host, StageOrder};
@@ -181,6 +181,26 @@ impl Host for RemoteHost {
         match self.agent()?.reply()? {
             Reply::Switched(switched) => Ok(switched),
             other => Err(self.unexpected("switched", &other)),
+        }
+    }
+
+    fn before_switch(&mut self, release: &ReleaseId) -> Result<Option<WarmReport>, HostError> {
+        let request = Request::BeforeSwitch {
+            release: release.clone(),
+        };
+        match self.call(&request)? {
+            Reply::Warmed { report } => {
+                // Held to what this side's own host could have said.
+                if let Some(report) = &report {
+                    report.check().map_err(|why| {
+                        HostError::failed(format!(
+                            "the agent's before-switch report is not one: {why}"
+                        ))
+                    })?;
+                }
+                Ok(report)
+            }
+            other => Err(self.unexpected("warmed", &other)),
         }
     }
 

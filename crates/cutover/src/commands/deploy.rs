@@ -260,6 +260,9 @@ fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> Str
             host.switch_ms.unwrap_or(0),
         )
     };
+    if let Some(opcache) = &host.opcache {
+        text.push_str(&opcache_line(opcache));
+    }
     if let Some(carried) = host.assets.as_ref().map(|a| a.carried).filter(|n| *n > 0) {
         text.push_str(&format!(
             "  kept {carried} static files of earlier releases reachable\n"
@@ -269,6 +272,41 @@ fn one_host(outcome: &DeployOutcome, host: &cutover_pipeline::HostReport) -> Str
         text.push_str(&format!("  removed old releases: {}\n", removed.join(", ")));
     }
     text
+}
+
+/// What the pre-warm did and what OPcache holds, in one line.
+pub fn opcache_line(report: &cutover_refresh::WarmReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(warm) = &report.prewarm {
+        parts.push(format!(
+            "pre-warmed {} scripts ({} already cached) in {:.2} s",
+            warm.compiled, warm.already_cached, report.seconds
+        ));
+    }
+    if report.invalidated > 0 {
+        parts.push(format!(
+            "{} scripts of old releases invalidated",
+            report.invalidated
+        ));
+    }
+    let cache = &report.cache;
+    let held: Vec<String> = cache
+        .releases
+        .iter()
+        .map(|r| format!("{} {} scripts", r.release, r.scripts))
+        .collect();
+    parts.push(format!(
+        "OPcache holds {}; {} used, {} free, {} wasted",
+        if held.is_empty() {
+            "no release".to_string()
+        } else {
+            held.join(", ")
+        },
+        human_bytes(cache.used_memory),
+        human_bytes(cache.free_memory),
+        human_bytes(cache.wasted_memory),
+    ));
+    format!("  {}\n", parts.join("; "))
 }
 
 /// One warning for every asset whose name stayed while its content changed: a page of

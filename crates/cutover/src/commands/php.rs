@@ -225,7 +225,7 @@ fn warnings(status: &PoolStatus) -> Vec<String> {
     if let Some(opcache) = &status.opcache {
         if opcache.enabled && opcache.free_memory < opcache.used_memory {
             warnings.push(format!(
-                "OPcache has {} free for {} of cached code: the next release may not fit, and OPcache restarts itself under load when full; raise opcache.memory_consumption or reset after each deploy",
+                "OPcache has {} free for {} of cached code: the next release may not fit, and a full OPcache does not restart by itself (old releases' scripts are not \"wasted\"): every request then compiles its scripts anew; raise opcache.memory_consumption, or let cutover check before each switch ([refresh] opcache_room, with strategy \"prewarm\" or \"none\")",
                 human_bytes(opcache.free_memory),
                 human_bytes(opcache.used_memory)
             ));

@@ -94,7 +94,11 @@ pub fn activate(
                 } else if one.unchanged == Some(true) {
                     format!("Release {release} is already current\n")
                 } else {
-                    format!("{verb} to release {release}{from}\n")
+                    let warm = one.opcache.as_ref().map(super::deploy::opcache_line);
+                    format!(
+                        "{verb} to release {release}{from}\n{}",
+                        warm.unwrap_or_default()
+                    )
                 }
             }
             _ => {

@@ -1,0 +1,312 @@
+//! Before a switch: is there room in the pool's OPcache for the new release, and the
+//! new release compiled into it (`prewarm`).
+//!
+//! Measured on a real app (issue 15): with `$realpath_root` and no reset, OPcache keeps
+//! every release it has seen, and when it is full it neither restarts (old releases'
+//! scripts are not "wasted") nor says so: every request compiles its scripts anew. So the
+//! room is checked before every switch that keeps the cache, and scripts of releases that
+//! have been out of service since an earlier switch are invalidated, which turns their
+//! memory into wasted memory (reclaimed by OPcache's own restart once the cache fills).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cutover_config::OpcacheRoom;
+use cutover_core::{DeployPath, ReleaseId};
+use cutover_php::{CachedScript, CachedTree, CompileBudget, CompileOutcome, Pool};
+use serde::{Deserialize, Serialize};
+
+use crate::RefreshError;
+
+/// How long one compile request may hold a worker.
+const SLICE: Duration = Duration::from_millis(100);
+/// Free memory kept for scripts no pre-warm knows of (rarely used files, first hits of new
+/// ones): a twentieth of OPcache's memory, at least 1 MiB.
+const RESERVE_SHARE: u64 = 20;
+const RESERVE_MIN: u64 = 1 << 20;
+
+/// What was checked and done before a switch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WarmReport {
+    /// The release live when the check ran, whose cached scripts stand for the new one.
+    pub live: Option<ReleaseId>,
+    pub room: RoomCheck,
+    /// With `prewarm` (and room, or `opcache_room = "warn"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prewarm: Option<CompileOutcome>,
+    /// Scripts of releases out of service since an earlier switch, invalidated.
+    pub invalidated: u64,
+    /// OPcache after all this, per release of this deploy path.
+    pub cache: CacheContents,
+    /// OPcache will be reset after the switch (`opcache_room = "reset"`).
+    pub reset_after_switch: bool,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Free OPcache memory against what the new release is expected to take.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomCheck {
+    pub free_memory: u64,
+    pub wasted_memory: u64,
+    /// What the live release's scripts take, less those the new release already has.
+    pub needed: u64,
+    /// Kept free for scripts no pre-warm knows of.
+    pub reserve: u64,
+    pub enough: bool,
+}
+
+/// What OPcache holds, per release.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheContents {
+    pub releases: Vec<ReleaseCache>,
+    pub used_memory: u64,
+    pub free_memory: u64,
+    pub wasted_memory: u64,
+    /// Every cached script, this deploy path's and others.
+    pub cached_scripts: u64,
+    pub cache_full: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseCache {
+    pub release: String,
+    pub scripts: u64,
+    pub memory: u64,
+}
+
+/// The cached scripts under `releases/`, by release directory name.
+struct ByRelease {
+    tree: CachedTree,
+    releases: BTreeMap<String, Vec<CachedScript>>,
+}
+
+impl ByRelease {
+    fn ask(pool: &Pool, releases_dir: &Path) -> Result<ByRelease, RefreshError> {
+        let mut tree = pool.cached_under(releases_dir)?;
+        let mut releases: BTreeMap<String, Vec<CachedScript>> = BTreeMap::new();
+        for script in std::mem::take(&mut tree.scripts) {
+            let Some((release, path)) = script.path.split_once('/') else {
+                continue;
+            };
+            releases
+                .entry(release.to_string())
+                .or_default()
+                .push(CachedScript {
+                    path: path.to_string(),
+                    ..script
+                });
+        }
+        Ok(ByRelease { tree, releases })
+    }
+
+    fn scripts(&self, release: &ReleaseId) -> &[CachedScript] {
+        self.releases
+            .get(release.as_str())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn contents(&self) -> CacheContents {
+        CacheContents {
+            releases: self
+                .releases
+                .iter()
+                .map(|(release, scripts)| ReleaseCache {
+                    release: release.clone(),
+                    scripts: scripts.len() as u64,
+                    memory: scripts.iter().map(|s| s.memory).sum(),
+                })
+                .collect(),
+            used_memory: self.tree.used_memory,
+            free_memory: self.tree.free_memory,
+            wasted_memory: self.tree.wasted_memory,
+            cached_scripts: self.tree.cached_scripts,
+            cache_full: self.tree.cache_full,
+        }
+    }
+}
+
+/// How a host checks and warms before a switch.
+pub(crate) struct WarmPlan {
+    pub prewarm: bool,
+    pub room: OpcacheRoom,
+    pub prewarm_time: Duration,
+}
+
+pub(crate) fn before_switch(
+    plan: &WarmPlan,
+    pool: &Pool,
+    deploy: &DeployPath,
+    release: &ReleaseId,
+) -> Result<WarmReport, RefreshError> {
+    let started = Instant::now();
+    let live = deploy.current_release()?;
+    // OPcache knows scripts by their real path; the deploy path itself may be reached
+    // through a symlink.
+    let releases_dir = std::fs::canonicalize(deploy.releases_dir()).map_err(|e| {
+        RefreshError::Warm(format!(
+            "cannot resolve {}: {e}",
+            deploy.releases_dir().display()
+        ))
+    })?;
+    let mut report = WarmReport {
+        live: live.clone(),
+        ..WarmReport::default()
+    };
+    let cached = ByRelease::ask(pool, &releases_dir)?;
+
+    // Out of service since an earlier switch, so no request is still running their code;
+    // an invalidated script's memory is wasted until OPcache restarts, but it no longer
+    // keeps a full cache from restarting.
+    let drained: Vec<String> = cached
+        .releases
+        .iter()
+        .filter(|(id, _)| {
+            live.as_ref().is_none_or(|l| l.as_str() != id.as_str()) && *id != release.as_str()
+        })
+        .flat_map(|(id, scripts)| scripts.iter().map(move |s| format!("{id}/{}", s.path)))
+        .collect();
+    if !drained.is_empty() {
+        report.invalidated = pool.invalidate(&releases_dir, &drained)?;
+    }
+
+    let live_scripts: Vec<CachedScript> = match &live {
+        Some(live) if live != release => cached.scripts(live).to_vec(),
+        _ => Vec::new(),
+    };
+    let new_has: BTreeSet<&str> = cached
+        .scripts(release)
+        .iter()
+        .map(|s| s.path.as_str())
+        .collect();
+    let live_count = live_scripts.len() as u64;
+    let mut to_warm: Vec<CachedScript> = live_scripts
+        .into_iter()
+        .filter(|s| !new_has.contains(s.path.as_str()))
+        .collect();
+    // The new release's scripts already cached (a switch back to a warm release).
+    let already_cached = live_count - to_warm.len() as u64;
+    // The hottest first: when time or memory runs out, what is left is what is hit least.
+    to_warm.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.path.cmp(&b.path)));
+
+    let total = cached.tree.used_memory + cached.tree.free_memory + cached.tree.wasted_memory;
+    let reserve = (total / RESERVE_SHARE).max(RESERVE_MIN);
+    let needed: u64 = to_warm.iter().map(|s| s.memory).sum();
+    let keys_left = cached
+        .tree
+        .max_cached_keys
+        .saturating_sub(cached.tree.cached_keys);
+    let enough = cached.tree.free_memory >= needed + reserve
+        && (cached.tree.max_cached_keys == 0 || keys_left > to_warm.len() as u64);
+    report.room = RoomCheck {
+        free_memory: cached.tree.free_memory,
+        wasted_memory: cached.tree.wasted_memory,
+        needed,
+        reserve,
+        enough,
+    };
+    let mut warm = plan.prewarm;
+    if !enough {
+        let what = format!(
+            "OPcache has {} free and {} wasted; the new release needs about {} (what {} takes) plus {} kept free",
+            mib(cached.tree.free_memory),
+            mib(cached.tree.wasted_memory),
+            mib(needed),
+            live.as_ref().map_or("the live release".into(), |l| l.to_string()),
+            mib(reserve),
+        );
+        match plan.room {
+            OpcacheRoom::Refuse => {
+                return Err(RefreshError::NoRoom {
+                    what,
+                    wasted: cached.tree.wasted_memory,
+                })
+            }
+            OpcacheRoom::Warn => report.warnings.push(format!(
+                "{what}: once OPcache is full every request compiles its scripts anew (it does not restart by itself){}",
+                if plan.prewarm { "; pre-warming what fits" } else { "" }
+            )),
+            OpcacheRoom::Reset => {
+                warm = false;
+                report.reset_after_switch = true;
+                report.warnings.push(format!(
+                    "{what}: OPcache is reset after the switch (opcache_room = \"reset\"), so the new release starts cold"
+                ));
+            }
+        }
+    }
+
+    if warm && !to_warm.is_empty() {
+        let budget = CompileBudget {
+            deadline: started + plan.prewarm_time,
+            slice: SLICE,
+            reserve,
+        };
+        let mut outcome = pool.compile(&releases_dir.join(release.as_str()), &to_warm, budget)?;
+        outcome.already_cached += already_cached;
+        if let Some(stop) = outcome.stopped {
+            report.warnings.push(format!(
+                "pre-warm stopped ({}) after compiling {} of {} scripts; the rest compile on their first request",
+                match stop {
+                    cutover_php::CompileStop::Deadline => "[refresh] prewarm_seconds passed",
+                    cutover_php::CompileStop::Memory => "OPcache memory would have fallen below the reserve",
+                    cutover_php::CompileStop::Keys => "opcache.max_accelerated_files reached",
+                },
+                outcome.compiled,
+                to_warm.len()
+            ));
+        }
+        if outcome.failed_count > 0 {
+            report.warnings.push(format!(
+                "{} scripts did not compile (they will not compile on a request either): {}",
+                outcome.failed_count,
+                outcome.failed.join(", ")
+            ));
+        }
+        report.prewarm = Some(outcome);
+    } else if warm {
+        report.prewarm = Some(CompileOutcome {
+            already_cached,
+            ..CompileOutcome::default()
+        });
+    }
+    // Asked again only when this changed it: a switch back and forth between two warm
+    // releases (verify's flips) costs the pool one request.
+    let compiled = report.prewarm.as_ref().is_some_and(|p| p.compiled > 0);
+    report.cache = if report.invalidated > 0 || compiled {
+        ByRelease::ask(pool, &releases_dir)?.contents()
+    } else {
+        cached.contents()
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+impl WarmReport {
+    /// A report that crossed the network is held to what a host could have said.
+    pub fn check(&self) -> Result<(), String> {
+        let text_ok = |t: &String| t.len() <= 4096;
+        if self.warnings.len() > 16 || !self.warnings.iter().all(text_ok) {
+            return Err("too many or too long warnings".into());
+        }
+        if !(self.seconds.is_finite() && self.seconds >= 0.0) {
+            return Err(format!("{} seconds", self.seconds));
+        }
+        if let Some(prewarm) = &self.prewarm {
+            if prewarm.failed.len() > 16 || !prewarm.failed.iter().all(text_ok) {
+                return Err("too many failed scripts named".into());
+            }
+        }
+        let named = |r: &ReleaseCache| ReleaseId::parse(&r.release).is_ok();
+        if self.cache.releases.len() > 100_000 || !self.cache.releases.iter().all(named) {
+            return Err("a cached release is not a release id".into());
+        }
+        Ok(())
+    }
+}
