@@ -2,6 +2,7 @@
 //! rollback and cleanup. No printing and no exits here; the binary decides how to tell.
 
 pub mod assets;
+pub mod bytes;
 pub mod capistrano;
 pub mod cleanup;
 pub mod command;

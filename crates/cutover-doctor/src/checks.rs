@@ -498,7 +498,7 @@ fn memory_rule(
                 per_script * code.php_files,
                 format!(
                     "{} per cached script (used memory less the interned strings buffer, over {} cached scripts) × {} PHP files in the current release",
-                    human(per_script),
+                    cutover_core::bytes::human(per_script),
                     o.cached_scripts,
                     code.php_files
                 ),
@@ -508,7 +508,7 @@ fn memory_rule(
             code.php_bytes * COMPILED_PER_SOURCE_BYTE,
             format!(
                 "{} of PHP source in the current release × {COMPILED_PER_SOURCE_BYTE} (compiled code is several times its source; too few scripts cached to measure)",
-                human(code.php_bytes)
+                cutover_core::bytes::human(code.php_bytes)
             ),
         ),
     };
@@ -518,24 +518,16 @@ fn memory_rule(
             severity: Severity::Warning,
             what: format!(
                 "{at_pool}: OPcache has {} for scripts (memory_consumption less interned strings), two releases need about {}",
-                human(for_scripts),
-                human(per_release * 2)
+                cutover_core::bytes::human(for_scripts),
+                cutover_core::bytes::human(per_release * 2)
             ),
-            why: format!("one release ≈ {}, estimated as {how}; during a switch both are cached, and a full OPcache does not restart by itself: every request compiles its scripts anew, silently (measured: p50 ×3.6, throughput halved, oom_restarts 0)", human(per_release)),
+            why: format!("one release ≈ {}, estimated as {how}; during a switch both are cached, and a full OPcache does not restart by itself: every request compiles its scripts anew, silently (measured: p50 ×3.6, throughput halved, oom_restarts 0)", cutover_core::bytes::human(per_release)),
             fix: format!(
                 "php.ini: opcache.memory_consumption={}",
                 ((per_release * 2 + interned) >> 20).next_power_of_two().max(128)
             ),
             at: None,
         });
-    }
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
 }
 

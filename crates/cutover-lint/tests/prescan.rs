@@ -3,8 +3,7 @@
 //! variable it defines. It must never change a finding: each test lints the same tree with
 //! the pre-scan and with `parse_all`, and compares.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use cutover_lint::{lint_dir, Options, Report};
 
@@ -154,67 +153,11 @@ fn a_file_whose_includes_are_all_in_comments_is_not_parsed() {
     assert_eq!(prescan.files_scanned, 1);
 }
 
-/// Debian packages, unpacked into `dir`: `apt-get download` into a cache shared by test
-/// runs. `None` (with the reason printed) when apt cannot download.
-fn debian_packages(packages: &[&str], dir: &Path) -> Option<Vec<PathBuf>> {
-    let cache = std::env::temp_dir().join("cutover-test-debs");
-    std::fs::create_dir_all(&cache).unwrap();
-    let cached = |package: &str| {
-        std::fs::read_dir(&cache)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
-            })
-    };
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| cached(p).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let out = Command::new("apt-get")
-            .arg("download")
-            .args(&missing)
-            .current_dir(&cache)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                eprintln!(
-                    "skipped: apt-get download failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: apt-get is not available ({e})");
-                return None;
-            }
-        }
-    }
-    let mut unpacked = Vec::new();
-    for package in packages {
-        let target = dir.join(package);
-        let out = Command::new("dpkg")
-            .arg("-x")
-            .arg(cached(package)?)
-            .arg(&target)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dpkg -x {package} failed");
-        unpacked.push(target);
-    }
-    Some(unpacked)
-}
-
 #[test]
 fn debian_packages_lint_the_same_with_and_without_the_prescan() {
     let dir = tempfile::tempdir().unwrap();
     let packages = ["wordpress", "phpmyadmin", "roundcube-core"];
-    if debian_packages(&packages, dir.path()).is_none() {
+    if cutover_teststack::debian_packages(&packages, dir.path()).is_none() {
         return;
     }
     for strict in [false, true] {

@@ -23,6 +23,7 @@ const CHUNK: usize = 256;
 
 /// One script OPcache holds, relative to the directory asked about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, u64, u64)")]
 pub struct CachedScript {
     pub path: String,
     /// Shared memory it takes (`memory_consumption`).
@@ -31,8 +32,16 @@ pub struct CachedScript {
     pub hits: u64,
 }
 
+/// cached.php sends each script as `[path, memory, hits]`: thousands of them.
+impl From<(String, u64, u64)> for CachedScript {
+    fn from((path, memory, hits): (String, u64, u64)) -> Self {
+        CachedScript { path, memory, hits }
+    }
+}
+
 /// What the pool's OPcache holds under one directory, and its memory as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CachedTree {
     pub scripts: Vec<CachedScript>,
     pub used_memory: u64,
@@ -47,22 +56,8 @@ pub struct CachedTree {
 #[derive(Deserialize)]
 struct CachedReply {
     error: Option<String>,
-    #[serde(default)]
-    scripts: Vec<(String, u64, u64)>,
-    #[serde(default)]
-    used_memory: u64,
-    #[serde(default)]
-    free_memory: u64,
-    #[serde(default)]
-    wasted_memory: u64,
-    #[serde(default)]
-    cached_scripts: u64,
-    #[serde(default)]
-    cached_keys: u64,
-    #[serde(default)]
-    max_cached_keys: u64,
-    #[serde(default)]
-    cache_full: bool,
+    #[serde(flatten)]
+    tree: CachedTree,
 }
 
 /// How far a compile may go.
@@ -145,20 +140,7 @@ impl Pool {
         if let Some(error) = reply.error {
             return Err(Error::Opcache(error));
         }
-        Ok(CachedTree {
-            scripts: reply
-                .scripts
-                .into_iter()
-                .map(|(path, memory, hits)| CachedScript { path, memory, hits })
-                .collect(),
-            used_memory: reply.used_memory,
-            free_memory: reply.free_memory,
-            wasted_memory: reply.wasted_memory,
-            cached_scripts: reply.cached_scripts,
-            cached_keys: reply.cached_keys,
-            max_cached_keys: reply.max_cached_keys,
-            cache_full: reply.cache_full,
-        })
+        Ok(reply.tree)
     }
 
     /// Compiles `scripts` (relative to `dir`, a real path on this host) into OPcache, in

@@ -123,9 +123,8 @@ impl ManifestCache {
     }
 
     fn load(&self, digest: &str) -> Option<Manifest> {
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
+        // A digest names a file here: nothing else may reach the path.
+        cutover_core::manifest::ContentHash::from_hex(digest)?;
         let path = self.dir.as_ref()?.join(format!("{digest}.manifest"));
         let (manifest, stored) = Manifest::load(&path).ok().flatten()?;
         (stored == digest).then_some(manifest)

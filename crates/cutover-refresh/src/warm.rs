@@ -211,11 +211,11 @@ pub(crate) fn before_switch(
     if !enough {
         let what = format!(
             "OPcache has {} free and {} wasted; the new release needs about {} (what {} takes) plus {} kept free",
-            mib(cached.tree.free_memory),
-            mib(cached.tree.wasted_memory),
-            mib(needed),
+            cutover_core::bytes::human(cached.tree.free_memory),
+            cutover_core::bytes::human(cached.tree.wasted_memory),
+            cutover_core::bytes::human(needed),
             live.as_ref().map_or("the live release".into(), |l| l.to_string()),
-            mib(reserve),
+            cutover_core::bytes::human(reserve),
         );
         match plan.room {
             OpcacheRoom::Refuse => {
@@ -282,10 +282,6 @@ pub(crate) fn before_switch(
     };
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl WarmReport {

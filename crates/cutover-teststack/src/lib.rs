@@ -45,6 +45,7 @@
 //! instances stop; their paths are printed on stderr.
 
 mod apache;
+mod debian;
 mod fastcgi;
 mod fpm;
 mod http;
@@ -61,6 +62,7 @@ use std::path::{Path, PathBuf};
 pub use apache::{
     write_config as write_apache_config, Apache, ApacheOptions, ApacheProbe, DEFAULT_APACHE,
 };
+pub use debian::debian_packages;
 pub use fastcgi::FcgiResponse;
 pub use fpm::{
     FastcgiTarget, FpmListen, FpmOptions, PhpFpm, PoolProbe, DEFAULT_PHP_FPM, FPM_PING_PATH,

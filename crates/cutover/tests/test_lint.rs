@@ -315,51 +315,10 @@ fn lint_groups_includes_by_definition_and_knows_the_deploy_path_of_cutover_toml(
     assert_eq!(json["findings"], serde_json::json!([]));
 }
 
-/// Debian's WordPress package, unpacked: `apt-get download` into a cache shared by test
-/// runs, `dpkg -x` into the sandbox. Skipped (with the reason) when apt cannot download.
+/// Debian's WordPress package, unpacked into the sandbox; `None` (skipped) without apt.
 fn debian_wordpress(sb: &Sandbox) -> Option<std::path::PathBuf> {
-    let cache = std::env::temp_dir().join("cutover-test-debs");
-    std::fs::create_dir_all(&cache).unwrap();
-    let cached = |cache: &Path| {
-        std::fs::read_dir(cache)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                name.starts_with("wordpress_") && name.ends_with(".deb")
-            })
-    };
-    if cached(&cache).is_none() {
-        let out = Command::new("apt-get")
-            .args(["download", "wordpress"])
-            .current_dir(&cache)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                eprintln!(
-                    "skipped: apt-get download wordpress failed:\n{}",
-                    text(&out)
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: apt-get is not available ({e})");
-                return None;
-            }
-        }
-    }
-    let deb = cached(&cache)?;
-    let unpacked = sb.path().join("wordpress-deb");
-    let out = Command::new("dpkg")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&unpacked)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "dpkg -x failed:\n{}", text(&out));
-    Some(unpacked.join("usr/share/wordpress"))
+    let unpacked = cutover_teststack::debian_packages(&["wordpress"], sb.path())?;
+    Some(unpacked[0].join("usr/share/wordpress"))
 }
 
 #[test]

@@ -45,12 +45,7 @@ pub fn materialize(
         failure: Mutex::new(None),
     };
     rayon::scope(|scope| builder.fill_dir(scope, None));
-    let Builder {
-        done,
-        failure,
-        children: _,
-        ..
-    } = builder;
+    let Builder { done, failure, .. } = builder;
     if let Some(error) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(error);
     }
