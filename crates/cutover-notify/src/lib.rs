@@ -8,6 +8,8 @@
 //! The deploy is over when a notice is sent: a webhook that fails is the caller's warning,
 //! never its error, so nothing here retries or waits beyond the one bounded attempt.
 
+mod tls;
+
 use std::io::Read;
 use std::time::Duration;
 
@@ -85,6 +87,7 @@ impl Webhook {
             .timeout(self.timeout)
             .redirects(0)
             .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
+            .tls_connector(tls::connector())
             .build();
         let answer = agent
             .request_url("POST", &self.url)

@@ -22,6 +22,26 @@ use crate::host::local::planned;
 use crate::host::StageOrder;
 use crate::{Host, HostError, LocalHost};
 
+/// The file name of the agent-only executable built beside `cutover` (see `own_agent` in
+/// the ssh transport): what is uploaded to hosts of this machine's platform.
+pub const AGENT_EXE: &str = "cutover-agent";
+
+/// What `cutover-agent --version` prints: the deploying cutover uploads the one beside it
+/// only when this line is its own, so a stale file left from another build is never sent.
+pub fn version_line() -> String {
+    format!(
+        "{AGENT_EXE} {} protocol {PROTOCOL}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Serves one session on stdin/stdout: `cutover agent` and `cutover-agent agent`.
+pub fn serve_stdio() -> Result<(), ProtocolError> {
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
+    let mut output = std::io::BufWriter::new(std::io::stdout().lock());
+    serve(&mut input, &mut output)
+}
+
 /// Serves one session on `input`/`output` until the peer closes it. `Err` only for a
 /// broken conversation, never for a failed request (that is a `Failed` reply).
 pub fn serve(input: &mut dyn Read, output: &mut dyn Write) -> Result<(), ProtocolError> {

@@ -107,13 +107,13 @@ fn an_installed_agent_is_run_where_it_is_and_nothing_is_uploaded() {
 fn an_agent_of_another_protocol_is_refused_before_any_host_stages() {
     let fleet = Fleet::start();
     write_app(&fleet.sb, "v1", 3);
-    // First contact with the default `upload`: cutover sends itself, compressed.
+    // First contact with the default `upload`: cutover sends the agent-only build beside
+    // it, compressed.
     let cfg = config(&fleet, "upload.toml", "", |_| String::new());
     let json = fleet.deploy_json(&cfg, &[]);
     let v1 = json["release"].as_str().unwrap().to_string();
-    let size = std::fs::metadata(env!("CARGO_BIN_EXE_cutover"))
-        .unwrap()
-        .len();
+    let agent = Path::new(env!("CARGO_BIN_EXE_cutover")).with_file_name("cutover-agent");
+    let size = std::fs::metadata(&agent).unwrap().len();
     for (index, host) in HOSTS.iter().enumerate() {
         let upload = &json["hosts"][index]["agent_upload"];
         assert_eq!(upload["size"].as_u64(), Some(size), "{host}: {json}");
@@ -245,5 +245,70 @@ fn agent_binaries_upload_the_file_for_the_host_platform_and_name_a_missing_one()
         assert_eq!(fleet.current(host), Some(v1.clone()), "{host}");
         assert_eq!(fleet.releases(host), vec![v1.clone()], "{host}");
         assert_eq!(agents(&fleet, host), vec![expected_name.clone()], "{host}");
+    }
+}
+
+/// A cutover without an agent of its own build beside it (here a stale file that answers
+/// another version) uploads itself, and the deploy works the same.
+#[test]
+fn cutover_uploads_itself_when_no_agent_of_its_build_is_beside_it() {
+    let fleet = Fleet::start();
+    write_app(&fleet.sb, "v1", 3);
+    let cfg = config(&fleet, "default.toml", "", |_| String::new());
+    let alone = copy_of_cutover(&fleet.sb.path().join("alone/cutover"), b"");
+    let stale = alone.with_file_name("cutover-agent");
+    std::fs::write(&stale, "#!/bin/sh\necho cutover-agent 0.0.1 protocol 1\n").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&alone)
+        .current_dir(fleet.sb.path())
+        .env("XDG_CACHE_HOME", fleet.sb.path().join("cache"))
+        .args(["--config", &cfg, "deploy", "--release", "v1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let itself = std::fs::read(&alone).unwrap();
+    for host in HOSTS {
+        assert_eq!(fleet.current(host).as_deref(), Some("v1"), "{host}");
+        let names = agents(&fleet, host);
+        assert_eq!(names.len(), 1, "{host}: {names:?}");
+        let uploaded = fleet.host_path(host).join(".cutover/bin").join(&names[0]);
+        assert!(std::fs::read(uploaded).unwrap() == itself, "{host}");
+    }
+}
+
+/// First contact (the agent uploaded) costs each host one ssh login, like every later
+/// deploy: the upload and the session go through the first connection, and no ssh is
+/// left running when cutover exits.
+#[test]
+fn a_first_contact_is_one_ssh_login_per_host_and_leaves_no_ssh_running() {
+    let fleet = Fleet::start();
+    let logins = |host: &str| fleet.ssh.log(host).matches("Accepted publickey").count();
+    let before: Vec<usize> = HOSTS.iter().map(|h| logins(h)).collect();
+    write_app(&fleet.sb, "v1", 3);
+    let cfg = config(&fleet, "default.toml", "", |_| String::new());
+    let json = fleet.deploy_json(&cfg, &["--release", "v1"]);
+    for (index, host) in HOSTS.iter().enumerate() {
+        assert!(json["hosts"][index]["agent_upload"].is_object(), "{json}");
+        assert_eq!(
+            logins(host),
+            before[index] + 1,
+            "{host}: {}",
+            fleet.ssh.log(host)
+        );
+    }
+    let ours = fleet.ssh.ssh_config().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.starts_with("ssh ") && cmdline.contains(&ours))
+        .collect();
+    assert!(left.is_empty(), "ssh still running: {left:?}");
+
+    write_app(&fleet.sb, "v2", 3);
+    fleet.deploy_json(&cfg, &["--release", "v2"]);
+    for (index, host) in HOSTS.iter().enumerate() {
+        assert_eq!(logins(host), before[index] + 2, "{host}");
+        assert_eq!(fleet.current(host).as_deref(), Some("v2"), "{host}");
     }
 }

@@ -414,3 +414,75 @@ fn a_fleet_deploy_failing_on_one_host_names_it_and_the_state() {
         "{line}"
     );
 }
+
+/// `openssl s_server` on 127.0.0.1 with a self-signed certificate, killed by pid on drop.
+struct SelfSignedServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SelfSignedServer {
+    fn start(dir: &std::path::Path) -> SelfSignedServer {
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (scripts/test installs it)");
+        assert!(made.status.success(), "{}", text(&made));
+        let port = cutover_teststack::free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-naccept", "4", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = SelfSignedServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for SelfSignedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// cutover carries its own TLS for webhooks (not ureq's feature, so the agent stays
+/// small): an https:// webhook is spoken to over TLS and its certificate is checked.
+#[test]
+fn an_https_webhook_gets_a_tls_handshake_and_an_unknown_certificate_is_refused() {
+    let sb = Sandbox::new();
+    app(&sb);
+    let server = SelfSignedServer::start(sb.path());
+    let url = format!("https://localhost:{}/hook", server.port);
+    let config = notify_config(&sb, &format!("webhook = {url:?}"));
+    let out = sb.run_deploy(&["--release", "v1", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sb.current().as_deref(), Some("v1"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the deployed notification failed: the webhook at https://localhost:")
+            && err.contains("TLS handshake")
+            && err.contains("UnknownIssuer"),
+        "{}",
+        text(&out)
+    );
+}

@@ -26,6 +26,9 @@ pub struct RemoteHost {
     absent: bool,
     /// The stored manifest the host's next release follows, from `open`.
     digest: Option<String>,
+    /// The host's refresh keeps OPcache (a pool, no reset): only then is there anything to
+    /// do before a switch, so only then is the agent asked (one round trip less per switch).
+    warms: bool,
 }
 
 impl RemoteHost {
@@ -43,6 +46,7 @@ impl RemoteHost {
             absent: agent.is_none(),
             agent,
             digest: None,
+            warms: false,
         })
     }
 
@@ -107,6 +111,7 @@ impl Host for RemoteHost {
         match self.call(&Request::Open(Box::new(request.clone())))? {
             Reply::Opened(opened) => {
                 self.digest = opened.manifest_digest.clone();
+                self.warms = request.refresh.keeps_opcache();
                 Ok(opened)
             }
             other => Err(self.unexpected("opened", &other)),
@@ -185,6 +190,9 @@ impl Host for RemoteHost {
     }
 
     fn before_switch(&mut self, release: &ReleaseId) -> Result<Option<WarmReport>, HostError> {
+        if !self.warms {
+            return Ok(None);
+        }
         let request = Request::BeforeSwitch {
             release: release.clone(),
         };

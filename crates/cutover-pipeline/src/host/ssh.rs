@@ -1,6 +1,7 @@
 //! Reaching a host's agent: `ssh HOST exec <path>/.cutover/bin/cutover-<build> agent`, or
-//! the same binary as a local process for a host without `ssh`. The uploaded agent is this
-//! very executable, or with `[ssh] agent_binaries` the file for the host's `uname -sm`;
+//! the same binary as a local process for a host without `ssh`. The uploaded agent is the
+//! `cutover-agent` built beside this executable (or this executable itself), or with
+//! `[ssh] agent_binaries` the file for the host's `uname -sm`;
 //! its name carries a hash of its bytes, so a host runs exactly the build it was sent, and
 //! it travels gzip-compressed (`gzip -d` is on every host; zstd is not). With
 //! `agent = "installed"` nothing is uploaded: the host's own `cutover` is run.
@@ -13,7 +14,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cutover_protocol::{recv, send, Limits, ProtocolError, Reply, Request, PROTOCOL};
@@ -27,8 +28,9 @@ type Result<T, E = HostError> = std::result::Result<T, E>;
 /// Exit statuses of our remote one-liners (sh uses 126/127 for its own failures).
 const NOT_INSTALLED: i32 = 96;
 const WRONG_PLATFORM: i32 = 98;
-/// `MISSING + i`: the host is of candidate `i`'s platform and lacks that agent.
-const MISSING: i32 = 100;
+/// `MISSING_LINE i`: the host is of candidate `i`'s platform and lacks that agent; the
+/// remote side then waits for stdin to close, keeping the connection for the upload.
+const MISSING_LINE: &str = "cutover-agent-missing ";
 /// Precedes the host's `uname -sm` on stderr when no agent is for its platform.
 const PLATFORM_LINE: &str = "cutover-host-platform: ";
 
@@ -59,37 +61,74 @@ pub struct Agent {
     pub hostname: String,
     /// What this connection uploaded first, if anything.
     pub upload: Option<AgentUpload>,
+    /// The first connection, when it found the agent missing: the ssh control master the
+    /// upload and this session went through, closed after this session.
+    master: Option<Box<Agent>>,
+    /// The directory of the control socket, removed when the session is dropped.
+    mux: Option<Mux>,
 }
 
 impl Agent {
     /// Connects, uploading the agent first when the host does not have this build (only
     /// with `upload`; else `None`: a dry run writes nothing on a host, not even the agent).
+    ///
+    /// One ssh handshake per host even on first contact: the first connection is an ssh
+    /// control master; when it finds the agent missing it stays open (its remote side
+    /// waits for stdin to close), and the upload and then the session go through it as
+    /// multiplexed channels. Each handshake costs the host and this machine ~35 ms of CPU.
     pub fn connect(target: &Target, upload_missing: bool) -> Result<Option<Agent>> {
         let candidates = candidates(target)?;
-        match Agent::spawn(target, &candidates)? {
-            Spawned::Ready(agent) => Ok(Some(*agent)),
-            Spawned::Missing(_) if !upload_missing => Ok(None),
-            Spawned::Missing(index) => {
-                let uploaded = upload(target, &candidates[index])?;
-                match Agent::spawn(target, &candidates)? {
-                    Spawned::Ready(mut agent) => {
-                        agent.upload = Some(uploaded);
-                        Ok(Some(*agent))
-                    }
-                    Spawned::Missing(_) => Err(host_error(
-                        "the agent is still missing after uploading it",
-                        Vec::new(),
-                    )),
-                }
+        let mux = match target.ssh() {
+            Some(ssh) if matches!(ssh.agent, AgentSource::Upload { .. }) => Some(Mux::new()?),
+            _ => None,
+        };
+        let first = Agent::spawn(target, &candidates, mux.as_ref().map(Mux::master))?;
+        let (index, probe) = match first {
+            Spawned::Ready(mut agent) => {
+                agent.mux = mux;
+                return Ok(Some(*agent));
+            }
+            Spawned::Missing { index, probe } => (index, probe),
+        };
+        if !upload_missing {
+            probe.close();
+            return Ok(None);
+        }
+        let control = mux.as_ref().map(Mux::client);
+        let uploaded = match upload(target, &candidates[index], control.as_ref()) {
+            Ok(uploaded) => uploaded,
+            Err(e) => {
+                probe.close();
+                return Err(e);
+            }
+        };
+        match Agent::spawn(target, &candidates, control) {
+            Ok(Spawned::Ready(mut agent)) => {
+                agent.upload = Some(uploaded);
+                agent.master = Some(probe);
+                agent.mux = mux;
+                Ok(Some(*agent))
+            }
+            Ok(Spawned::Missing { probe: again, .. }) => {
+                again.close();
+                probe.close();
+                Err(host_error(
+                    "the agent is still missing after uploading it",
+                    Vec::new(),
+                ))
+            }
+            Err(e) => {
+                probe.close();
+                Err(e)
             }
         }
     }
 
-    fn spawn(target: &Target, candidates: &[Candidate]) -> Result<Spawned> {
+    fn spawn(target: &Target, candidates: &[Candidate], mux: Option<Control>) -> Result<Spawned> {
         let mut command = match target.ssh() {
-            Some(ssh) => ssh_command(ssh, &start_script(target, ssh, candidates)),
+            Some(ssh) => ssh_command(ssh, mux.as_ref(), &start_script(target, ssh, candidates)),
             None => {
-                let mut command = Command::new(self_exe()?);
+                let mut command = Command::new(own_agent()?);
                 command.arg("agent");
                 command
             }
@@ -118,13 +157,33 @@ impl Agent {
             stderr_reader,
             hostname: String::new(),
             upload: None,
+            master: None,
+            mux: None,
         };
         let hello = Request::Hello {
             protocol: PROTOCOL,
             version: OUR_VERSION.to_string(),
         };
-        let reply = send(&mut agent.output, &hello)
-            .and_then(|()| recv::<Reply>(&mut agent.input, &Limits::DEFAULT));
+        if let Err(e) = send(&mut agent.output, &hello) {
+            return Err(agent.protocol_error(e));
+        }
+        match missing_line(&mut agent.input) {
+            Ok(None) => {}
+            Ok(Some(index)) if index < candidates.len() => {
+                return Ok(Spawned::Missing {
+                    index,
+                    probe: Box::new(agent),
+                })
+            }
+            Ok(Some(index)) => {
+                return Err(agent.protocol_error(ProtocolError::Unexpected {
+                    expected: "hello",
+                    got: format!("a missing agent for candidate {index}"),
+                }))
+            }
+            Err(e) => return Err(agent.protocol_error(e)),
+        }
+        let reply = recv::<Reply>(&mut agent.input, &Limits::DEFAULT);
         match reply {
             Ok(Reply::Hello {
                 protocol,
@@ -155,9 +214,6 @@ impl Agent {
                 got: other.name().to_string(),
             })),
             Err(e) if e.is_disconnect() => match agent.exit_code() {
-                Some(code) if (MISSING..MISSING + candidates.len() as i32).contains(&code) => {
-                    Ok(Spawned::Missing((code - MISSING) as usize))
-                }
                 Some(NOT_INSTALLED) => Err(not_installed(target)),
                 Some(WRONG_PLATFORM) => {
                     let lines = agent.stderr_lines();
@@ -277,14 +333,22 @@ impl Agent {
     }
 
     /// Ends the session: closing stdin tells the agent to finish; it releases the lock.
+    /// Then the control master it went through, if any: its remote side ends at the same
+    /// signal, and ssh exits once no channel is left.
     pub fn close(self) {
         let Agent {
-            mut child, output, ..
+            mut child,
+            output,
+            master,
+            ..
         } = self;
         drop(output);
         if wait_child(&mut child, Duration::from_secs(10)).is_none() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(master) = master {
+            master.close();
         }
     }
 }
@@ -304,8 +368,83 @@ fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitSt
 
 enum Spawned {
     Ready(Box<Agent>),
-    /// The host is of `candidates[i]`'s platform and lacks its agent.
-    Missing(usize),
+    /// The host is of `candidates[index]`'s platform and lacks its agent; `probe` is the
+    /// connection that found out, open until closed (see `Agent::connect`).
+    Missing {
+        index: usize,
+        probe: Box<Agent>,
+    },
+}
+
+/// A private directory for one host's ssh control socket (`ControlPath`). Short, as a unix
+/// socket's path must be (ssh adds 17 characters while it creates it), hence /tmp when
+/// TMPDIR is long.
+struct Mux {
+    dir: tempfile::TempDir,
+}
+
+/// How a connection uses the control socket.
+enum Control {
+    /// The first connection: it creates the socket and carries the others.
+    Master(PathBuf),
+    /// Goes through the master's connection (or, if it is gone, connects as usual).
+    Client(PathBuf),
+}
+
+impl Mux {
+    fn new() -> Result<Mux> {
+        let temp = std::env::temp_dir();
+        let base = if temp.as_os_str().len() <= 60 {
+            temp
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("cutover-ssh-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                HostError::failed(format!(
+                    "cannot create a directory for the ssh control socket in {}: {e}",
+                    base.display()
+                ))
+            })?;
+        Ok(Mux { dir })
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("m")
+    }
+
+    fn master(&self) -> Control {
+        Control::Master(self.socket())
+    }
+
+    fn client(&self) -> Control {
+        Control::Client(self.socket())
+    }
+}
+
+/// Reads the line the start script prints instead of starting a missing agent, if that is
+/// what came (a frame starts with its kind, 1 to 3, never a letter).
+fn missing_line(input: &mut impl BufRead) -> std::result::Result<Option<usize>, ProtocolError> {
+    let first = input.fill_buf().map_err(ProtocolError::Io)?;
+    if first.is_empty() || !first[0].is_ascii_alphabetic() {
+        return Ok(None);
+    }
+    let mut line = Vec::new();
+    input
+        .take(128)
+        .read_until(b'\n', &mut line)
+        .map_err(ProtocolError::Io)?;
+    let text = String::from_utf8_lossy(&line);
+    text.trim_end()
+        .strip_prefix(MISSING_LINE)
+        .and_then(|index| index.parse().ok())
+        .map(Some)
+        .ok_or(ProtocolError::Unexpected {
+            expected: "hello",
+            got: format!("the line {:?}", text.trim_end()),
+        })
 }
 
 const OUR_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -349,7 +488,7 @@ fn candidates(target: &Target) -> Result<Vec<Candidate>> {
     match target.ssh().map(|ssh| &ssh.agent) {
         Some(AgentSource::Upload { binaries }) if binaries.is_empty() => Ok(vec![Candidate {
             platform: local_platform(),
-            file: self_exe()?,
+            file: own_agent()?,
             own: true,
         }]),
         Some(AgentSource::Upload { binaries }) => Ok(binaries
@@ -380,17 +519,17 @@ fn start_script(target: &Target, ssh: &SshTarget, candidates: &[Candidate]) -> S
     }
     let mut script = String::from("case \"$(uname -sm)\" in\n");
     for (index, candidate) in candidates.iter().enumerate() {
-        let missing = MISSING + index as i32;
+        let missing = format!("{{ echo '{MISSING_LINE}{index}'; exec cat >/dev/null; }}");
         let platform = quote(&candidate.platform);
         match candidate.name() {
             Ok(name) => {
                 let bin = quote(&agent_dir(&target.path).join(name).display().to_string());
                 script.push_str(&format!(
-                    "{platform}) test -x {bin} || exit {missing}; exec {bin} agent;;\n"
+                    "{platform}) test -x {bin} || {missing}; exec {bin} agent;;\n"
                 ));
             }
             // The upload checks the file and says what is wrong with it.
-            Err(_) => script.push_str(&format!("{platform}) exit {missing};;\n")),
+            Err(_) => script.push_str(&format!("{platform}) {missing};;\n")),
         }
     }
     script.push_str(&format!(
@@ -463,9 +602,21 @@ fn collect_tail(pipe: impl Read, tail: &Mutex<VecDeque<String>>) {
     }
 }
 
-fn ssh_command(target: &SshTarget, script: &str) -> Command {
+fn ssh_command(target: &SshTarget, control: Option<&Control>, script: &str) -> Command {
     let mut command = Command::new("ssh");
     command.current_dir(&target.cwd);
+    // Ours first: for each option ssh keeps the first value it is given.
+    match control {
+        Some(Control::Master(socket)) => {
+            command.args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o"]);
+            command.arg(control_path(socket));
+        }
+        Some(Control::Client(socket)) => {
+            command.args(["-o", "ControlMaster=no", "-o"]);
+            command.arg(control_path(socket));
+        }
+        None => {}
+    }
     command.args(&target.options);
     // No password prompts (we own stdin), no pty (binary frames), no forwarding.
     command.args(["-T", "-a", "-x", "-o", "BatchMode=yes"]);
@@ -476,6 +627,14 @@ fn ssh_command(target: &SshTarget, script: &str) -> Command {
     }
     command.arg("--").arg(host.as_ref()).arg(script);
     command
+}
+
+/// `-o ControlPath=…`, with `%` (ssh's token character) doubled.
+fn control_path(socket: &Path) -> String {
+    format!(
+        "ControlPath={}",
+        socket.display().to_string().replace('%', "%%")
+    )
 }
 
 /// `user@host:2222` -> (`user@host`, `2222`); `[::1]:22` -> (`::1`, `22`);
@@ -508,12 +667,34 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-fn self_exe() -> Result<PathBuf> {
-    std::env::current_exe().map_err(|e| {
-        HostError::failed(format!(
-            "cannot find this cutover executable to run as the agent: {e}"
-        ))
+/// The agent for hosts of this machine's platform (and for a host run as a local process):
+/// `cutover-agent` beside this executable when it is of this very version and protocol
+/// (asked once per process), else this executable, which serves `agent` too.
+fn own_agent() -> Result<PathBuf> {
+    static OWN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find this cutover executable to run as the agent: {e}"))?;
+        let sibling = exe.with_file_name(crate::agent::AGENT_EXE);
+        if sibling == exe || is_our_agent(&sibling) {
+            return Ok(sibling);
+        }
+        tracing::info!(
+            agent = %sibling.display(),
+            "no agent of this build beside cutover: uploading cutover itself"
+        );
+        Ok(exe)
     })
+    .clone()
+    .map_err(HostError::failed)
+}
+
+fn is_our_agent(file: &Path) -> bool {
+    let Ok(output) = Command::new(file).arg("--version").output() else {
+        return false;
+    };
+    output.status.success()
+        && String::from_utf8_lossy(&output.stdout).trim_end() == crate::agent::version_line()
 }
 
 fn agent_dir(deploy_path: &Path) -> PathBuf {
@@ -523,7 +704,11 @@ fn agent_dir(deploy_path: &Path) -> PathBuf {
 /// Sends the candidate's file, compressed, to the host under a temporary name then renamed,
 /// so a concurrent connect never runs half a binary; `gzip -d` checks the stream's CRC, so
 /// a cut connection leaves no agent.
-fn upload(target: &Target, candidate: &Candidate) -> Result<AgentUpload> {
+fn upload(
+    target: &Target,
+    candidate: &Candidate,
+    control: Option<&Control>,
+) -> Result<AgentUpload> {
     let Some(ssh) = target.ssh() else {
         return Err(HostError::internal(
             "only an ssh host gets the agent uploaded",
@@ -551,7 +736,7 @@ fn upload(target: &Target, candidate: &Candidate) -> Result<AgentUpload> {
         temp = quote(&temp.display().to_string()),
         bin = quote(&bin.display().to_string()),
     );
-    let mut command = ssh_command(ssh, &script);
+    let mut command = ssh_command(ssh, control, &script);
     tracing::info!(
         host = %target.name,
         file = %candidate.file.display(),
@@ -808,6 +993,25 @@ mod tests {
             .read_to_end(&mut plain)
             .unwrap();
         assert!(plain == std::fs::read(&exe).unwrap());
+    }
+
+    #[test]
+    fn the_missing_agent_line_is_told_from_a_frame_and_checked() {
+        let read = |bytes: &[u8]| missing_line(&mut std::io::BufReader::new(bytes));
+        assert_eq!(read(b"cutover-agent-missing 1\n").unwrap(), Some(1));
+        // A reply frame (kind 1) is left for the protocol to read; so is nothing at all.
+        assert_eq!(read(b"\x01\0\0\0\x02{}").unwrap(), None);
+        assert_eq!(read(b"").unwrap(), None);
+        for bad in [
+            &b"cutover-agent-missing x\n"[..],
+            b"Welcome to the host!\n",
+            b"cutover-agent-missing 99999999999999999999999\n",
+        ] {
+            assert!(read(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut long = b"cutover-agent-missing ".to_vec();
+        long.extend(std::iter::repeat_n(b'1', 500));
+        assert!(read(&long).is_err(), "an endless line is cut at 128 bytes");
     }
 
     #[test]
