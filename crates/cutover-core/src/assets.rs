@@ -241,7 +241,7 @@ pub fn carry_into(
             let (from, dest) = (source_dir.join(&rel), target_dir.join(&rel));
             if std::fs::hard_link(&from, &dest).is_err() {
                 let meta = std::fs::metadata(&from).ctx("stat", &from)?;
-                crate::stage::copy_file(&from, &meta, &dest)?;
+                crate::release_tree::copy_file(&from, &meta, &dest)?;
             }
             record
                 .carried

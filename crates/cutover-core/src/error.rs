@@ -252,6 +252,12 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|errno| Error::io(op, path, errno.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Error;

@@ -16,6 +16,7 @@ pub mod listing;
 pub mod lock;
 pub mod manifest;
 pub mod release;
+pub mod release_tree;
 pub mod stage;
 pub mod swap;
 pub mod switch;

@@ -5,15 +5,22 @@
 //! ten files of twenty thousand writes ten files. Everything else is copied with its mode
 //! and mtime, so the next deploy's quick check sees it as unchanged.
 
-use std::fs::{File, FileTimes, Permissions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use rustix::fs::{FileType, CWD};
+
 use crate::error::{Error, IoContext, Result};
-use crate::tree::{link_on_disk, link_stays_inside, walk, Entry, Excludes};
+use crate::release_tree::{
+    open_below, open_dir, open_file_at, stat_mtime_ns, NewDir, NewTree, PreviousDir, PreviousTree,
+};
+use crate::tree::{link_on_disk, link_stays_inside, walk_in, Entry, Excludes};
 
 /// Told about progress; must be cheap, it is called once per file from many threads.
 pub trait Observer: Sync {
@@ -79,75 +86,104 @@ pub struct Staged {
     pub copied: Vec<PathBuf>,
 }
 
-/// Fills `dest` (which must exist) from `source`.
+/// Fills `dest` (which must exist) from `source`, one directory at a time through open
+/// directories (`release_tree`).
 pub fn populate(job: &Populate<'_>, observer: &dyn Observer) -> Result<Staged> {
     let counters = Counters::default();
-    let dir_modes: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
     let copied: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    walk(job.source, job.excludes, &|entry: &Entry<'_>| {
-        let dest = job.dest.join(entry.rel);
-        let file_type = entry.file_type;
-        if file_type.is_dir() {
-            counters.dirs.fetch_add(1, Relaxed);
-            if !job.dry_run {
-                let mode = entry.dir_entry.metadata().ctx("stat", entry.path)?.mode();
-                std::fs::create_dir(&dest).ctx("create", &dest)?;
-                if let Ok(mut modes) = dir_modes.lock() {
-                    modes.push((dest, mode & 0o7777));
-                }
+    let source_root = open_dir(CWD, job.source).ctx("open", job.source)?;
+    let new = if job.dry_run {
+        None
+    } else {
+        Some(NewTree::open(job.dest)?)
+    };
+    let previous = job.previous.and_then(PreviousTree::open);
+    // Each directory: open in the source, in the new tree (given its mode) and in the
+    // previous release.
+    let enter = |rel: &Path| -> Result<Here<'_>> {
+        let source = open_below(&source_root, rel).ctx("open", &job.source.join(rel))?;
+        let new = match &new {
+            Some(new) if rel.as_os_str().is_empty() => Some(new.dir(rel, None)?),
+            Some(new) => {
+                let st = rustix::fs::fstat(&source).ctx("stat", &job.source.join(rel))?;
+                Some(new.dir(rel, Some(st.st_mode & 0o7777))?)
             }
-            return Ok(true);
-        }
-        if file_type.is_symlink() {
-            let target = std::fs::read_link(entry.path).ctx("read the link", entry.path)?;
-            if !link_stays_inside(entry.rel, &target, &link_on_disk(job.source)) {
-                return Err(Error::SymlinkOutside {
-                    link: entry.path.to_path_buf(),
-                    target,
-                });
-            }
-            counters.symlinks.fetch_add(1, Relaxed);
-            if !job.dry_run {
-                std::os::unix::fs::symlink(&target, &dest).ctx("create the link", &dest)?;
-            }
-            return Ok(false);
-        }
-        if !file_type.is_file() {
-            return Err(Error::UnsupportedFileType(entry.path.to_path_buf()));
-        }
-        let meta = entry.dir_entry.metadata().ctx("stat", entry.path)?;
-        let size = meta.len();
-        counters.files.fetch_add(1, Relaxed);
-        counters.bytes_total.fetch_add(size, Relaxed);
-        let previous = job.previous.map(|p| p.join(entry.rel));
-        let unchanged = match &previous {
-            Some(prev) => is_unchanged(entry.path, &meta, prev)?,
-            None => false,
+            None => None,
         };
-        let linked = match (&previous, unchanged, job.dry_run) {
-            (Some(_), true, true) => true,
-            (Some(prev), true, false) => try_hard_link(prev, &dest)?,
-            _ => false,
-        };
-        if linked {
-            counters.linked.fetch_add(1, Relaxed);
-        } else {
-            if !job.dry_run {
-                copy_file(entry.path, &meta, &dest)?;
-                if let Ok(mut copied) = copied.lock() {
-                    copied.push(dest);
+        let previous = previous.as_ref().map(|p| p.dir(rel));
+        Ok(Here {
+            source,
+            new,
+            previous,
+        })
+    };
+    walk_in(
+        job.source,
+        job.excludes,
+        &enter,
+        &|here: &Here<'_>, entry: &Entry<'_>| {
+            let name = entry.rel.file_name().unwrap_or_default();
+            let file_type = entry.file_type;
+            if file_type.is_dir() {
+                counters.dirs.fetch_add(1, Relaxed);
+                if let Some(new) = &here.new {
+                    new.mkdir(name)?;
                 }
+                return Ok(true);
             }
-            counters.copied.fetch_add(1, Relaxed);
-            counters.bytes_copied.fetch_add(size, Relaxed);
-        }
-        observer.file_staged(size);
-        Ok(false)
-    })?;
-    // Modes last: a read-only directory must still take its children first.
-    for (dir, mode) in dir_modes.into_inner().unwrap_or_default() {
-        std::fs::set_permissions(&dir, Permissions::from_mode(mode))
-            .ctx("set the mode of", &dir)?;
+            if file_type.is_symlink() {
+                let target = rustix::fs::readlinkat(&here.source, name, Vec::new())
+                    .ctx("read the link", entry.path)?;
+                let target = PathBuf::from(std::ffi::OsString::from_vec(target.into_bytes()));
+                if !link_stays_inside(entry.rel, &target, &link_on_disk(job.source)) {
+                    return Err(Error::SymlinkOutside {
+                        link: entry.path.to_path_buf(),
+                        target,
+                    });
+                }
+                counters.symlinks.fetch_add(1, Relaxed);
+                if let Some(new) = &here.new {
+                    new.symlink(name, &target)?;
+                }
+                return Ok(false);
+            }
+            if !file_type.is_file() {
+                return Err(Error::UnsupportedFileType(entry.path.to_path_buf()));
+            }
+            let meta = entry.dir_entry.metadata().ctx("stat", entry.path)?;
+            let size = meta.len();
+            counters.files.fetch_add(1, Relaxed);
+            counters.bytes_total.fetch_add(size, Relaxed);
+            let unchanged = match &here.previous {
+                Some(previous) => is_unchanged(&here.source, entry, &meta, previous)?,
+                None => false,
+            };
+            let linked = match (&here.new, &here.previous) {
+                (None, _) => unchanged,
+                (Some(new), Some(previous)) if unchanged => {
+                    previous.link_into(entry.rel, new, name)?
+                }
+                _ => false,
+            };
+            if linked {
+                counters.linked.fetch_add(1, Relaxed);
+            } else {
+                if let Some(new) = &here.new {
+                    let from = open_file_at(&here.source, name).ctx("open", entry.path)?;
+                    new.copy_in(&from, &meta, entry.path, name)?;
+                    if let Ok(mut copied) = copied.lock() {
+                        copied.push(new.path(name));
+                    }
+                }
+                counters.copied.fetch_add(1, Relaxed);
+                counters.bytes_copied.fetch_add(size, Relaxed);
+            }
+            observer.file_staged(size);
+            Ok(false)
+        },
+    )?;
+    if let Some(new) = new {
+        new.finish()?;
     }
     Ok(Staged {
         stats: counters.snapshot(),
@@ -155,63 +191,93 @@ pub fn populate(job: &Populate<'_>, observer: &dyn Observer) -> Result<Staged> {
     })
 }
 
+/// One directory of a fill, open where the fill works on it.
+struct Here<'t> {
+    source: OwnedFd,
+    /// `None` in a dry run.
+    new: Option<NewDir<'t>>,
+    previous: Option<PreviousDir<'t>>,
+}
+
 /// Replaces files in `tree` that are unchanged in `previous` by hard links to the previous
 /// release's inodes; returns how many. Used after hooks have run on a private copy.
 pub fn link_unchanged(tree: &Path, previous: &Path, excludes: &Excludes) -> Result<StageStats> {
     let counters = Counters::default();
-    walk(tree, excludes, &|entry: &Entry<'_>| {
-        if entry.file_type.is_dir() {
-            counters.dirs.fetch_add(1, Relaxed);
-            return Ok(true);
-        }
-        if entry.file_type.is_symlink() {
-            counters.symlinks.fetch_add(1, Relaxed);
-        }
-        if !entry.file_type.is_file() {
-            return Ok(false);
-        }
-        let meta = entry.dir_entry.metadata().ctx("stat", entry.path)?;
-        counters.files.fetch_add(1, Relaxed);
-        counters.bytes_total.fetch_add(meta.len(), Relaxed);
-        let prev = previous.join(entry.rel);
-        if is_unchanged(entry.path, &meta, &prev)? && replace_with_link(&prev, entry.path)? {
-            counters.linked.fetch_add(1, Relaxed);
-        } else {
-            counters.copied.fetch_add(1, Relaxed);
-            counters.bytes_copied.fetch_add(meta.len(), Relaxed);
-        }
-        Ok(false)
-    })?;
+    let new = NewTree::open(tree)?;
+    let previous = PreviousTree::open(previous);
+    let enter = |rel: &Path| -> Result<(NewDir<'_>, Option<PreviousDir<'_>>)> {
+        Ok((new.dir(rel, None)?, previous.as_ref().map(|p| p.dir(rel))))
+    };
+    walk_in(
+        tree,
+        excludes,
+        &enter,
+        &|(here, previous), entry: &Entry<'_>| {
+            if entry.file_type.is_dir() {
+                counters.dirs.fetch_add(1, Relaxed);
+                return Ok(true);
+            }
+            if entry.file_type.is_symlink() {
+                counters.symlinks.fetch_add(1, Relaxed);
+            }
+            if !entry.file_type.is_file() {
+                return Ok(false);
+            }
+            let meta = entry.dir_entry.metadata().ctx("stat", entry.path)?;
+            counters.files.fetch_add(1, Relaxed);
+            counters.bytes_total.fetch_add(meta.len(), Relaxed);
+            let name = entry.rel.file_name().unwrap_or_default();
+            let linked = match previous {
+                Some(previous) => {
+                    is_unchanged(here.fd(), entry, &meta, previous)?
+                        && here.replace_with_link(previous, name)?
+                }
+                None => false,
+            };
+            if linked {
+                counters.linked.fetch_add(1, Relaxed);
+            } else {
+                counters.copied.fetch_add(1, Relaxed);
+                counters.bytes_copied.fetch_add(meta.len(), Relaxed);
+            }
+            Ok(false)
+        },
+    )?;
     Ok(counters.snapshot())
 }
 
 /// rsync's quick check (size and mtime), plus mode so a `chmod +x` is deployed, falling
 /// back to comparing bytes when only the mtime differs: builds and fresh clones rewrite
-/// files with new mtimes and the same content.
-fn is_unchanged(path: &Path, meta: &std::fs::Metadata, prev: &Path) -> Result<bool> {
-    let prev_meta = match std::fs::symlink_metadata(prev) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("stat", prev, e)),
+/// files with new mtimes and the same content. `dir` is the open directory of `entry`.
+fn is_unchanged(
+    dir: impl AsFd,
+    entry: &Entry<'_>,
+    meta: &std::fs::Metadata,
+    previous: &PreviousDir<'_>,
+) -> Result<bool> {
+    let name = entry.rel.file_name().unwrap_or_default();
+    let Some(prev) = previous.stat(name)? else {
+        return Ok(false);
     };
-    if !prev_meta.is_file()
-        || prev_meta.len() != meta.len()
-        || prev_meta.mode() & 0o7777 != meta.mode() & 0o7777
+    if FileType::from_raw_mode(prev.st_mode) != FileType::RegularFile
+        || prev.st_size as u64 != meta.len()
+        || prev.st_mode & 0o7777 != meta.mode() & 0o7777
     {
         return Ok(false);
     }
-    if prev_meta.ino() == meta.ino() && prev_meta.dev() == meta.dev() {
+    #[allow(clippy::unnecessary_cast)] // the field types of `struct stat` vary
+    if prev.st_ino as u64 == meta.ino() && prev.st_dev as u64 == meta.dev() {
         return Ok(true);
     }
-    if prev_meta.mtime() == meta.mtime() && prev_meta.mtime_nsec() == meta.mtime_nsec() {
+    if stat_mtime_ns(&prev) == meta.mtime() * 1_000_000_000 + meta.mtime_nsec() {
         return Ok(true);
     }
-    same_bytes(path, prev)
+    let mine = open_file_at(dir, name).ctx("open", entry.path)?;
+    let theirs = previous.open(entry.rel)?;
+    same_bytes(mine, entry.path, theirs, &previous.path(name))
 }
 
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    let mut fa = File::open(a).ctx("open", a)?;
-    let mut fb = File::open(b).ctx("open", b)?;
+fn same_bytes(mut fa: File, a: &Path, mut fb: File, b: &Path) -> Result<bool> {
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     loop {
@@ -235,87 +301,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// False when the file system will not link (too many links, or no hard links at all):
-/// the caller copies instead.
-fn try_hard_link(from: &Path, to: &Path) -> Result<bool> {
-    match std::fs::hard_link(from, to) {
-        Ok(()) => Ok(true),
-        Err(e) if cannot_link(&e) => Ok(false),
-        Err(e) => Err(Error::io("hard-link", to, e)),
-    }
-}
-
-fn cannot_link(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-    matches!(
-        errno,
-        Some(Errno::MLINK | Errno::XDEV | Errno::PERM | Errno::OPNOTSUPP)
-    )
-}
-
-fn replace_with_link(from: &Path, path: &Path) -> Result<bool> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(format!(".{name}.cutover-link"));
-    if !try_hard_link(from, &temp)? {
-        return Ok(false);
-    }
-    std::fs::rename(&temp, path).ctx("replace with a link", path)?;
-    Ok(true)
-}
-
-pub fn copy_file(from: &Path, meta: &std::fs::Metadata, to: &Path) -> Result<()> {
-    let mut src = File::open(from).ctx("open", from)?;
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .ctx("create", to)?;
-    // A file with holes (512 blocks of 512 bytes cover fewer bytes than its length) is
-    // copied by its data segments, or a 1 GiB sparse file becomes 1 GiB on disk.
-    if meta.blocks().saturating_mul(512) < meta.len() {
-        copy_sparse(&src, &dst, meta.len()).ctx("copy into", to)?;
-    } else {
-        // std::io::copy uses copy_file_range(2), which reflinks where the file system can.
-        std::io::copy(&mut src, &mut dst).ctx("copy into", to)?;
-    }
-    dst.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
-        .ctx("set the mode of", to)?;
-    let times = FileTimes::new()
-        .set_modified(meta.modified().ctx("read the mtime of", from)?)
-        .set_accessed(meta.accessed().ctx("read the atime of", from)?);
-    dst.set_times(times).ctx("set the times of", to)
-}
-
-/// Copies only the data segments (SEEK_DATA/SEEK_HOLE), at the same offsets, and sets the
-/// length: the holes stay holes.
-fn copy_sparse(src: &File, dst: &File, len: u64) -> std::io::Result<()> {
-    use rustix::fs::{copy_file_range, seek, SeekFrom};
-    let mut at = 0u64;
-    while at < len {
-        let data = match seek(src, SeekFrom::Data(at)) {
-            Ok(data) => data,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let hole = seek(src, SeekFrom::Hole(data))?.min(len);
-        let (mut from, mut to) = (data, data);
-        while from < hole {
-            let want = (hole - from) as usize;
-            let n = copy_file_range(src, Some(&mut from), dst, Some(&mut to), want)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank while it was copied",
-                ));
-            }
-        }
-        at = hole;
-    }
-    dst.set_len(len)
 }
 
 /// Above this many written files one syncfs(2) is cheaper than an fsync each.
@@ -349,7 +334,8 @@ pub fn flush(dir: &Path, written: Option<&[PathBuf]>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -466,6 +452,69 @@ mod tests {
             std::fs::metadata(next.join("exec.sh")).unwrap().mode() & 0o777,
             0o755
         );
+    }
+
+    /// What building through open directories must keep: depth, a directory its owner
+    /// cannot write (moded after its files exist), a link to a directory, and a file that
+    /// became a directory since the previous release.
+    #[test]
+    fn deep_locked_and_linked_directories_are_built_and_linked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, prev, next) = (
+            dir.path().join("src"),
+            dir.path().join("prev"),
+            dir.path().join("next"),
+        );
+        let deep: PathBuf = (0..40).map(|i| format!("d{i}")).collect();
+        write(&src.join(&deep).join("leaf.php"), "leaf");
+        write(&src.join("locked/inner/f.php"), "f");
+        write(&src.join("was-file"), "file");
+        symlink("locked/inner", src.join("to-dir")).unwrap();
+        let lock = |p: &Path| std::fs::set_permissions(p, Permissions::from_mode(0o555)).unwrap();
+        lock(&src.join("locked"));
+        let fill = |dest: &Path, previous: Option<&Path>| {
+            std::fs::create_dir(dest).unwrap();
+            populate(
+                &Populate {
+                    source: &src,
+                    dest,
+                    previous,
+                    excludes: &Excludes::default(),
+                    dry_run: false,
+                },
+                &Silent,
+            )
+            .unwrap()
+        };
+        let first = fill(&prev, None).stats;
+        assert_eq!((first.files, first.dirs, first.symlinks), (3, 42, 1));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&prev.join("locked")), 0o555);
+        assert_eq!(
+            std::fs::read_to_string(prev.join("to-dir/f.php")).unwrap(),
+            "f"
+        );
+
+        std::fs::remove_file(src.join("was-file")).unwrap();
+        write(&src.join("was-file/now.php"), "now");
+        let staged = fill(&next, Some(&prev));
+        assert_eq!((staged.stats.linked, staged.stats.copied), (2, 1));
+        assert_eq!(staged.copied, vec![next.join("was-file/now.php")]);
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let leaf = deep.join("leaf.php");
+        assert_eq!(ino(&prev.join(&leaf)), ino(&next.join(&leaf)));
+        assert_eq!(
+            ino(&prev.join("locked/inner/f.php")),
+            ino(&next.join("locked/inner/f.php"))
+        );
+        assert_eq!(mode(&next.join("locked")), 0o555);
+        assert_eq!(
+            std::fs::read_link(next.join("to-dir")).unwrap(),
+            Path::new("locked/inner")
+        );
+        for tree in [&src, &prev, &next] {
+            std::fs::set_permissions(tree.join("locked"), Permissions::from_mode(0o755)).unwrap();
+        }
     }
 
     #[test]

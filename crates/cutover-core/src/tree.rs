@@ -1,8 +1,8 @@
 //! A parallel walk over a directory tree, the one loop every staging step goes through.
 //!
 //! Directories are visited before their children and children of different directories in
-//! parallel: link(2) and mkdir(2) in one directory serialize on its inode lock, so spreading
-//! the work across directories is what makes two cores worth having.
+//! parallel (`each_dir`): link(2) and mkdir(2) in one directory serialize on its inode
+//! lock, so spreading the work across directories is what makes two cores worth having.
 
 use std::ffi::OsString;
 use std::fs::FileType;
@@ -67,8 +67,61 @@ pub fn walk<F>(root: &Path, excludes: &Excludes, visit: &F) -> Result<()>
 where
     F: Fn(&Entry<'_>) -> Result<bool> + Sync,
 {
+    walk_in(
+        root,
+        excludes,
+        &|_: &Path| Ok(()),
+        &|_: &(), entry: &Entry<'_>| visit(entry),
+    )
+}
+
+/// `walk`, with a value made once per directory (`enter`, given its path relative to
+/// `root`, before its entries) that `visit` gets with each of them: the directories a
+/// caller works in, opened once.
+pub fn walk_in<D, E, F>(root: &Path, excludes: &Excludes, enter: &E, visit: &F) -> Result<()>
+where
+    E: Fn(&Path) -> Result<D> + Sync,
+    F: Fn(&D, &Entry<'_>) -> Result<bool> + Sync,
+{
+    each_dir(
+        PathBuf::new(),
+        &|rel: PathBuf, spawn: &mut dyn FnMut(PathBuf)| {
+            let here = enter(&rel)?;
+            let dir = root.join(&rel);
+            for entry in std::fs::read_dir(&dir).ctx("list", &dir)? {
+                let entry = entry.ctx("list", &dir)?;
+                let child_rel = rel.join(entry.file_name());
+                if excludes.matches(&child_rel) {
+                    continue;
+                }
+                let path = entry.path();
+                let file_type = entry.file_type().ctx("stat", &path)?;
+                let seen = Entry {
+                    rel: &child_rel,
+                    path: &path,
+                    file_type,
+                    dir_entry: &entry,
+                };
+                if visit(&here, &seen)? && file_type.is_dir() {
+                    spawn(child_rel);
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Runs `work` on `first` and on everything it hands to its second argument, in
+/// parallel, each as soon as it is handed over; stops starting work at the first error
+/// and returns it. Work on a tree is split by directory: link(2) and mkdir(2) in one
+/// directory serialize on its inode lock, across directories they do not.
+pub fn each_dir<T, F>(first: T, work: &F) -> Result<()>
+where
+    T: Send,
+    F: Fn(T, &mut dyn FnMut(T)) -> Result<()> + Sync,
+{
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    rayon::scope(|scope| walk_dir(scope, root, PathBuf::new(), excludes, visit, &failure));
+    rayon::scope(|scope| run_one(scope, first, work, &failure));
     match failure.into_inner() {
         Ok(Some(error)) => Err(error),
         Ok(None) => Ok(()),
@@ -76,59 +129,22 @@ where
     }
 }
 
-fn walk_dir<'s, F>(
+fn run_one<'s, T, F>(
     scope: &rayon::Scope<'s>,
-    root: &'s Path,
-    rel: PathBuf,
-    excludes: &'s Excludes,
-    visit: &'s F,
+    item: T,
+    work: &'s F,
     failure: &'s Mutex<Option<Error>>,
 ) where
-    F: Fn(&Entry<'_>) -> Result<bool> + Sync,
+    T: Send + 's,
+    F: Fn(T, &mut dyn FnMut(T)) -> Result<()> + Sync,
 {
-    let fail = |error: Error| {
-        if let Ok(mut slot) = failure.lock() {
-            slot.get_or_insert(error);
-        }
-    };
-    let failed = || failure.lock().map_or(true, |slot| slot.is_some());
-    if failed() {
+    if failure.lock().map_or(true, |slot| slot.is_some()) {
         return;
     }
-    let dir = root.join(&rel);
-    let entries = match std::fs::read_dir(&dir).ctx("list", &dir) {
-        Ok(entries) => entries,
-        Err(e) => return fail(e),
-    };
-    for entry in entries {
-        let entry = match entry.ctx("list", &dir) {
-            Ok(entry) => entry,
-            Err(e) => return fail(e),
-        };
-        let child_rel = rel.join(entry.file_name());
-        if excludes.matches(&child_rel) {
-            continue;
-        }
-        let path = entry.path();
-        let file_type = match entry.file_type().ctx("stat", &path) {
-            Ok(file_type) => file_type,
-            Err(e) => return fail(e),
-        };
-        let seen = Entry {
-            rel: &child_rel,
-            path: &path,
-            file_type,
-            dir_entry: &entry,
-        };
-        match visit(&seen) {
-            Ok(true) if file_type.is_dir() => {
-                scope.spawn(move |scope| walk_dir(scope, root, child_rel, excludes, visit, failure))
-            }
-            Ok(_) => {}
-            Err(e) => return fail(e),
-        }
-        if failed() {
-            return;
+    let mut spawn = |next: T| scope.spawn(move |scope| run_one(scope, next, work, failure));
+    if let Err(error) = work(item, &mut spawn) {
+        if let Ok(mut slot) = failure.lock() {
+            slot.get_or_insert(error);
         }
     }
 }

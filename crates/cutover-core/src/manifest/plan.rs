@@ -2,15 +2,15 @@
 //! previous release already has.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::fs::{AtFlags, FileType, CWD};
 
 use super::{parent_and_name, ContentHash, EntryKind, Manifest};
 use crate::error::Result;
+use crate::release_tree::{open_dir, stat_mtime_ns};
 use crate::stage::StageStats;
 
 /// How each file of a new manifest will be filled on this host.
@@ -154,23 +154,4 @@ fn unchanged_files(dir: &Path, old: &Manifest) -> Vec<usize> {
         .collect();
     still.sort_unstable();
     still
-}
-
-/// A directory to work in by name (`*at` calls); never a symlink in its last part.
-pub(super) fn open_dir<P: rustix::path::Arg>(
-    at: impl std::os::fd::AsFd,
-    path: P,
-) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        at,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-// The field types of `struct stat` differ between architectures.
-#[allow(clippy::unnecessary_cast)]
-pub(super) fn stat_mtime_ns(st: &Stat) -> i64 {
-    st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64
 }
