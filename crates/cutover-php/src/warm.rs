@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{parse_reply, Error, Pool, Result};
+use crate::{parse_reply, Error, Pool, ResetReport, Result};
 
 const CACHED_SCRIPT: &str = include_str!("scripts/cached.php");
 const COMPILE_SCRIPT: &str = include_str!("scripts/compile.php");
@@ -20,6 +20,11 @@ const INVALIDATE_SCRIPT: &str = include_str!("scripts/invalidate.php");
 
 /// Files sent per compile request; the request itself stops after its time slice.
 const CHUNK: usize = 256;
+
+/// Resets `reset_leaving_only` makes at most, and how long it lets requests that were
+/// under way at a restart finish compiling before it looks.
+const RESETS: u32 = 3;
+const RESET_GRACE: Duration = Duration::from_millis(100);
 
 /// One script OPcache holds, relative to the directory asked about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +254,50 @@ impl Pool {
 
     /// `dir` as the pool sees it (inside its chroot), with a trailing `/` so that a
     /// prefix match cannot take `releases/10` for `releases/1`.
+    /// `reset`, then looks again: while OPcache holds scripts under `releases` (the deploy
+    /// path's releases directory, a real path) outside `live`, resets again, at most
+    /// `RESETS` times in all. Returns the last reset's report and how many it took.
+    ///
+    /// A restart waits only for requests that have used the cache. One that opened its
+    /// script before the switch (through `current`, or the worker's realpath cache) and
+    /// was preempted before its first use is not waited for; it then compiles the old
+    /// release into the emptied cache under the path the web server passes, where
+    /// `validate_timestamps=0` keeps it until the next reset (seen in CI: the old
+    /// release served for 10 s after a switch). Its full path is the old release's real
+    /// path, so it shows under `releases/<old>`.
+    pub fn reset_leaving_only(
+        &self,
+        wait: Duration,
+        releases: &Path,
+        live: &str,
+    ) -> Result<(ResetReport, u32)> {
+        let prefix = format!("{live}/");
+        let mut resets = 0;
+        loop {
+            let report = self.reset(wait)?;
+            resets += 1;
+            if resets == RESETS {
+                return Ok((report, resets));
+            }
+            std::thread::sleep(RESET_GRACE);
+            let foreign = self
+                .cached_under(releases)?
+                .scripts
+                .into_iter()
+                .filter(|script| !script.path.starts_with(&prefix))
+                .collect::<Vec<_>>();
+            let Some(first) = foreign.first() else {
+                return Ok((report, resets));
+            };
+            tracing::warn!(
+                resets,
+                scripts = foreign.len(),
+                first = %first.path,
+                "OPcache holds another release's scripts after the reset: resetting again"
+            );
+        }
+    }
+
     fn root_param(&self, dir: &Path) -> Result<String> {
         let inside = self.pool_path(dir)?;
         let mut root = inside.to_string_lossy().into_owned();

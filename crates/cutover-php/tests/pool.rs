@@ -115,6 +115,66 @@ fn reset_makes_the_pool_see_changed_code() {
     }
 }
 
+/// After a reset the cache is looked at again: scripts of a release other than the live
+/// one, compiled in by requests that were under way, make another reset (bounded).
+#[test]
+fn a_reset_is_repeated_while_another_release_is_compiled_back_in() {
+    let setup = Setup::start(FpmOptions {
+        workers: 3,
+        ..FpmOptions::default()
+    });
+    let releases = setup.app("releases");
+    for id in ["v1", "v2"] {
+        write_world_readable(
+            &releases.join(id).join("index.php"),
+            &format!("<?php echo '{id}';"),
+        );
+    }
+    let (v1, v2) = (releases.join("v1/index.php"), releases.join("v2/index.php"));
+    assert_eq!(setup.get(&v2), "v2");
+    assert_eq!(setup.get(&v1), "v1");
+    let wait = Duration::from_secs(10);
+
+    // Nothing of v2 comes back: one reset.
+    let (report, resets) = setup
+        .pool()
+        .reset_leaving_only(wait, &releases, "v1")
+        .unwrap();
+    assert_eq!(resets, 1);
+    assert!(!report.status.opcache.unwrap().restart_pending);
+
+    // A client that keeps asking for v2 compiles it back in after every restart, as a
+    // request under way at a switch can: reset again, up to three times in all.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = {
+        let (stop, address) = (stop.clone(), setup.address());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                let mut client = Client::connect(&address, Duration::from_secs(5)).unwrap();
+                assert_eq!(
+                    client.request(&Request::get(&v2, "")).unwrap().body_text(),
+                    "v2"
+                );
+                served += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            served
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let (_, resets) = setup
+        .pool()
+        .reset_leaving_only(wait, &releases, "v1")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(asking.join().unwrap() > 0);
+    assert_eq!(resets, 3);
+}
+
 #[test]
 fn restrict_api_is_reported_with_a_hint() {
     let opts = FpmOptions {

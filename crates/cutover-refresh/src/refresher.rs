@@ -111,7 +111,7 @@ impl Refresher {
             match strategy {
                 RefreshStrategy::OpcacheReset => {
                     if let Some(pool) = &self.pool {
-                        pool.reset(wait)?;
+                        pool.reset_leaving_only(wait, &deploy.releases_dir(), release.as_str())?;
                     }
                 }
                 RefreshStrategy::FpmReload => {
@@ -146,7 +146,7 @@ impl Refresher {
             self.reset_after.as_ref().filter(|r| *r == release),
         ) {
             let started = Instant::now();
-            pool.reset(wait)?;
+            pool.reset_leaving_only(wait, &deploy.releases_dir(), release.as_str())?;
             steps.push(RefreshStep {
                 strategy: RefreshStrategy::OpcacheReset,
                 seconds: started.elapsed().as_secs_f64(),
