@@ -299,7 +299,9 @@ pub enum OpcacheRoom {
     Warn,
     /// Fail before anything is switched.
     Refuse,
-    /// Go ahead without pre-warming, and reset OPcache after the switch (the reset waits
+    /// With `prewarm`, when a restart would free enough wasted memory: restart OPcache
+    /// before the switch and compile the live release, then the new one, again. Otherwise
+    /// go ahead without pre-warming, and reset OPcache after the switch (the reset waits
     /// until no request holds the old cache).
     Reset,
 }

@@ -89,6 +89,7 @@ impl Refresher {
             prewarm: self.spec.prewarms(),
             room: self.spec.opcache_room,
             prewarm_time: Duration::from_millis(self.spec.prewarm_ms),
+            reset_wait: self.spec.wait(),
         };
         let report = warm::before_switch(&plan, pool, deploy, release)?;
         if report.reset_after_switch {

@@ -39,11 +39,27 @@ pub struct WarmReport {
     pub invalidated: u64,
     /// OPcache after all this, per release of this deploy path.
     pub cache: CacheContents,
+    /// OPcache was restarted before the switch to make room (`opcache_room = "reset"`
+    /// with `prewarm`, when wasted memory would make room), and the live release re-warmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<PlannedRestart>,
     /// OPcache will be reset after the switch (`opcache_room = "reset"`).
     pub reset_after_switch: bool,
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A restart chosen by cutover before the switch, instead of one OPcache would schedule by
+/// itself once full (at a moment nobody chose, cold, with the new release live).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRestart {
+    /// Wasted memory it gave back.
+    pub wasted_memory: u64,
+    /// Until the restart had happened (while it is pending OPcache serves nothing cached).
+    pub seconds: f64,
+    /// The live release's scripts compiled again right after it, the hottest first.
+    pub live: CompileOutcome,
 }
 
 /// Free OPcache memory against what the new release is expected to take.
@@ -56,6 +72,9 @@ pub struct RoomCheck {
     /// Kept free for scripts no pre-warm knows of.
     pub reserve: u64,
     pub enough: bool,
+    /// Not enough now, but enough once OPcache restarted (its wasted memory free again).
+    #[serde(default)]
+    pub after_restart: bool,
 }
 
 /// What OPcache holds, per release.
@@ -133,6 +152,8 @@ pub(crate) struct WarmPlan {
     pub prewarm: bool,
     pub room: OpcacheRoom,
     pub prewarm_time: Duration,
+    /// How long a planned restart may stay pending.
+    pub reset_wait: Duration,
 }
 
 pub(crate) fn before_switch(
@@ -160,16 +181,24 @@ pub(crate) fn before_switch(
     // Out of service since an earlier switch, so no request is still running their code;
     // an invalidated script's memory is wasted until OPcache restarts, but it no longer
     // keeps a full cache from restarting.
-    let drained: Vec<String> = cached
+    let drained: Vec<(String, u64)> = cached
         .releases
         .iter()
         .filter(|(id, _)| {
             live.as_ref().is_none_or(|l| l.as_str() != id.as_str()) && *id != release.as_str()
         })
-        .flat_map(|(id, scripts)| scripts.iter().map(move |s| format!("{id}/{}", s.path)))
+        .flat_map(|(id, scripts)| {
+            scripts
+                .iter()
+                .map(move |s| (format!("{id}/{}", s.path), s.memory))
+        })
         .collect();
+    // The status was read before the invalidation: what it turned into wasted memory.
+    let mut wasted = cached.tree.wasted_memory;
     if !drained.is_empty() {
-        report.invalidated = pool.invalidate(&releases_dir, &drained)?;
+        let paths: Vec<String> = drained.iter().map(|(path, _)| path.clone()).collect();
+        report.invalidated = pool.invalidate(&releases_dir, &paths)?;
+        wasted += drained.iter().map(|(_, memory)| memory).sum::<u64>();
     }
 
     let live_scripts: Vec<CachedScript> = match &live {
@@ -200,19 +229,32 @@ pub(crate) fn before_switch(
         .saturating_sub(cached.tree.cached_keys);
     let enough = cached.tree.free_memory >= needed + reserve
         && (cached.tree.max_cached_keys == 0 || keys_left > to_warm.len() as u64);
+    // A restart frees the wasted memory (the drained releases' scripts) and every hash
+    // slot; the live release is compiled again, then the new one.
+    let live_memory: u64 = match &live {
+        Some(l) if l != release => cached.scripts(l).iter().map(|s| s.memory).sum(),
+        _ => 0,
+    };
+    let after_restart = !enough
+        && cached.tree.free_memory + wasted >= needed + reserve
+        && live_memory + needed + reserve <= total
+        && (cached.tree.max_cached_keys == 0
+            || cached.tree.max_cached_keys > live_count + to_warm.len() as u64);
     report.room = RoomCheck {
         free_memory: cached.tree.free_memory,
-        wasted_memory: cached.tree.wasted_memory,
+        wasted_memory: wasted,
         needed,
         reserve,
         enough,
+        after_restart,
     };
     let mut warm = plan.prewarm;
+    let mut restart = false;
     if !enough {
         let what = format!(
             "OPcache has {} free and {} wasted; the new release needs about {} (what {} takes) plus {} kept free",
             cutover_core::bytes::human(cached.tree.free_memory),
-            cutover_core::bytes::human(cached.tree.wasted_memory),
+            cutover_core::bytes::human(wasted),
             cutover_core::bytes::human(needed),
             live.as_ref().map_or("the live release".into(), |l| l.to_string()),
             cutover_core::bytes::human(reserve),
@@ -221,13 +263,18 @@ pub(crate) fn before_switch(
             OpcacheRoom::Refuse => {
                 return Err(RefreshError::NoRoom {
                     what,
-                    wasted: cached.tree.wasted_memory,
+                    wasted,
                 })
             }
+            OpcacheRoom::Warn if after_restart => report.warnings.push(format!(
+                "{what}: OPcache will restart by itself once full (cold, at a moment nobody chose, likely after the switch); opcache_room = \"reset\" restarts it before the switch and re-warms{}",
+                if plan.prewarm { "; pre-warming what fits" } else { "" }
+            )),
             OpcacheRoom::Warn => report.warnings.push(format!(
                 "{what}: once OPcache is full every request compiles its scripts anew (it does not restart by itself){}",
                 if plan.prewarm { "; pre-warming what fits" } else { "" }
             )),
+            OpcacheRoom::Reset if plan.prewarm && after_restart => restart = true,
             OpcacheRoom::Reset => {
                 warm = false;
                 report.reset_after_switch = true;
@@ -238,6 +285,30 @@ pub(crate) fn before_switch(
         }
     }
 
+    if restart {
+        // Everything the live release had cached is compiled again, and all of it is
+        // what the new release needs.
+        let mut live_scripts: Vec<CachedScript> = live
+            .as_ref()
+            .map(|l| cached.scripts(l).to_vec())
+            .unwrap_or_default();
+        live_scripts.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.path.cmp(&b.path)));
+        let reset = pool.reset(plan.reset_wait)?;
+        let live_dir = releases_dir.join(live.as_ref().map_or("", |l| l.as_str()));
+        let budget = CompileBudget {
+            deadline: started + plan.prewarm_time,
+            slice: SLICE,
+            reserve,
+        };
+        let rewarmed = pool.compile(&live_dir, &live_scripts, budget)?;
+        report.restart = Some(PlannedRestart {
+            wasted_memory: wasted,
+            seconds: reset.settled_after,
+            live: rewarmed,
+        });
+        to_warm = live_scripts;
+    }
+
     if warm && !to_warm.is_empty() {
         let budget = CompileBudget {
             deadline: started + plan.prewarm_time,
@@ -245,7 +316,9 @@ pub(crate) fn before_switch(
             reserve,
         };
         let mut outcome = pool.compile(&releases_dir.join(release.as_str()), &to_warm, budget)?;
-        outcome.already_cached += already_cached;
+        if !restart {
+            outcome.already_cached += already_cached;
+        }
         if let Some(stop) = outcome.stopped {
             report.warnings.push(format!(
                 "pre-warm stopped ({}) after compiling {} of {} scripts; the rest compile on their first request",
@@ -275,7 +348,7 @@ pub(crate) fn before_switch(
     // Asked again only when this changed it: a switch back and forth between two warm
     // releases (verify's flips) costs the pool one request.
     let compiled = report.prewarm.as_ref().is_some_and(|p| p.compiled > 0);
-    report.cache = if report.invalidated > 0 || compiled {
+    report.cache = if report.invalidated > 0 || compiled || restart {
         ByRelease::ask(pool, &releases_dir)?.contents()
     } else {
         cached.contents()

@@ -51,7 +51,11 @@ pub(crate) fn judge(
         [first, .., last] => started_between(first.asked, last.done),
         _ => None,
     };
-    let first_switch = switches.first().map_or(f64::INFINITY, |switch| switch.done);
+    // Steady state ends when the first switch is asked for: what runs before the rename
+    // (a pre-warm, a planned OPcache restart) is part of the switch, not of the baseline.
+    let first_switch = switches
+        .first()
+        .map_or(f64::INFINITY, |switch| switch.asked);
     let last_switch = switches.last().map_or(0.0, |switch| switch.done);
     let latencies = |keep: &dyn Fn(&Sample) -> bool| {
         samples

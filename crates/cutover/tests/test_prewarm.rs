@@ -337,9 +337,10 @@ fn ten_deploys_keep_two_releases_cached() {
     }
 }
 
-/// OPcache of 16 MiB (1 MiB of interned strings) and a release of about 9 MiB: the second
+/// OPcache of 16 MiB (1 MiB of interned strings) and a release of about 12 MiB: the second
 /// copy does not fit. Default: warn and pre-warm what fits; `refuse`: exit 1, nothing
-/// switched or left; `reset`: reset after the switch.
+/// switched or left; `reset`: a restart before the switch (v1's invalidated scripts are
+/// wasted memory), then what v2 had cached compiled again for v2 and v3.
 #[test]
 fn a_pool_without_room_is_warned_about_refused_or_reset() {
     let ini = [
@@ -387,23 +388,77 @@ fn a_pool_without_room_is_warned_about_refused_or_reset() {
     );
     assert_eq!(stack.page().0, "v2");
 
+    // v1's scripts are invalidated before this switch; a restart gives their memory back.
     let reset = stack.config(
         "reset.toml",
         "strategy = [\"prewarm\", \"none\"]\nopcache_room = \"reset\"",
     );
     let report = stack.deploy("v3", &reset);
-    assert_eq!(opcache(&report)["reset_after_switch"], true, "{report:#}");
-    assert!(opcache(&report).get("prewarm").is_none(), "{report:#}");
-    let steps = one_host(&report)["refresh"]["steps"].to_string();
-    assert!(steps.contains("opcache-reset"), "{report:#}");
-    let probe = stack.probe("v2");
-    assert!(
-        probe.cached.iter().all(|c| !c),
-        "the reset emptied OPcache: {probe:?}"
+    assert_eq!(
+        opcache(&report)["room"]["after_restart"],
+        true,
+        "{report:#}"
     );
-    assert_eq!(stack.page(), ("v3".into(), LIBS));
+    assert_eq!(opcache(&report)["reset_after_switch"], false, "{report:#}");
+    assert!(opcache(&report)["restart"].is_object(), "{report:#}");
+    let steps = one_host(&report)["refresh"]["steps"].to_string();
+    assert!(!steps.contains("opcache-reset"), "{report:#}");
+    let probe = stack.probe("v3");
+    assert!(
+        probe.cached.iter().any(|c| *c),
+        "v3 compiled before the switch: {probe:?}"
+    );
+    assert_eq!(stack.page().0, "v3");
     assert_eq!(probe.oom_restarts, 0);
     let _ = (probe.scripts, probe.free);
+}
+
+/// OPcache of 32 MiB and releases of about 12 MiB: two fit, but the third deploy finds the
+/// first one's scripts invalidated (wasted, reusable only after a restart) and too little
+/// free. With `opcache_room = "reset"` and prewarm, OPcache is restarted before the switch
+/// and the live release, then the new one, compiled again: the first request after the
+/// switch compiles nothing, and OPcache never restarted by itself.
+#[test]
+fn a_restart_before_the_switch_gives_wasted_memory_back_and_rewarms() {
+    let ini = [
+        ("opcache.memory_consumption", "32"),
+        ("opcache.interned_strings_buffer", "1"),
+    ];
+    let stack = Stack::start(1200, &ini);
+    let reset = stack.config(
+        "reset.toml",
+        "strategy = [\"prewarm\", \"none\"]\nopcache_room = \"reset\"",
+    );
+    stack.deploy("v1", &reset);
+    stack.page();
+    let report = stack.deploy("v2", &reset);
+    assert_eq!(opcache(&report)["room"]["enough"], true, "{report:#}");
+    assert_eq!(stack.page(), ("v2".into(), 0));
+
+    let report = stack.deploy("v3", &reset);
+    let warm = opcache(&report);
+    assert_eq!(warm["room"]["enough"], false, "{report:#}");
+    assert_eq!(warm["room"]["after_restart"], true, "{report:#}");
+    assert_eq!(warm["reset_after_switch"], false, "{report:#}");
+    let scripts = (LIBS + 1) as u64;
+    assert_eq!(warm["restart"]["live"]["compiled"], scripts, "{report:#}");
+    assert_eq!(warm["prewarm"]["compiled"], scripts, "{report:#}");
+    let steps = one_host(&report)["refresh"]["steps"].to_string();
+    assert!(!steps.contains("opcache-reset"), "{report:#}");
+
+    // No request has reached v3 yet.
+    let live = stack.probe("v2");
+    assert!(live.cached.iter().all(|c| *c), "v2 re-warmed: {live:?}");
+    let before = stack.probe("v3");
+    assert!(before.cached.iter().all(|c| *c), "v3 warm: {before:?}");
+    assert!(
+        before.wasted < 1 << 20,
+        "the restart gave the wasted memory back: {before:?}"
+    );
+    assert_eq!(stack.page(), ("v3".into(), 0));
+    let after = stack.probe("v3");
+    assert_eq!(after.misses, before.misses, "{before:?} {after:?}");
+    assert_eq!(after.oom_restarts, 0, "{after:?}");
 }
 
 /// Settings that cannot work are refused before anything happens, naming the key.
