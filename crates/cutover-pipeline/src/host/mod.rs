@@ -2,6 +2,7 @@
 //! typed both ways. The switch and the commit come in two halves (`send_*`, then the
 //! reply) so that a fleet can have every host act at nearly the same moment.
 
+mod agent_file;
 pub mod local;
 pub mod remote;
 mod ssh;
