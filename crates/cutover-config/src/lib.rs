@@ -284,7 +284,8 @@ pub struct RefreshSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prewarm_seconds: Option<u64>,
     /// What a switch does when the pool's OPcache lacks room for the new release beside
-    /// the live one (checked with `none` or `prewarm` and `[php] fpm`; default `warn`).
+    /// the live one (checked with `none` or `prewarm` and `[php] fpm`; default `restart`
+    /// with `prewarm`, else `warn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opcache_room: Option<OpcacheRoom>,
 }
@@ -299,10 +300,13 @@ pub enum OpcacheRoom {
     Warn,
     /// Fail before anything is switched.
     Refuse,
-    /// With `prewarm`, when a restart would free enough wasted memory: restart OPcache
-    /// before the switch and compile the live release, then the new one, again. Otherwise
-    /// go ahead without pre-warming, and reset OPcache after the switch (the reset waits
-    /// until no request holds the old cache).
+    /// For `prewarm` (its default): when a restart would free enough wasted memory,
+    /// restart OPcache before the switch and compile the live release, then the new one,
+    /// again; otherwise as `warn`.
+    Restart,
+    /// As `restart` with `prewarm`, when that makes room. Otherwise go ahead without
+    /// pre-warming, and reset OPcache after the switch (the reset waits until no request
+    /// holds the old cache): the new release starts cold but fits.
     Reset,
 }
 

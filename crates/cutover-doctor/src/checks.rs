@@ -644,6 +644,7 @@ mod tests {
                     opcache_error: None,
                     realpath_cache_used: 0,
                     user: None,
+                    releases: None,
                 },
                 script_path: "/srv/app/.cutover/php/cutover-status-x.php".into(),
             }),

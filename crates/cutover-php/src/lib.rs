@@ -14,7 +14,10 @@ pub mod apache;
 pub mod reload;
 mod warm;
 
-pub use warm::{CachedScript, CachedTree, CompileBudget, CompileOutcome, CompileStop};
+pub use warm::{
+    CacheCounters, CachedScript, CachedTree, CompileBudget, CompileOutcome, CompileStop,
+    ReleaseCache,
+};
 
 const STATUS_SCRIPT: &str = include_str!("scripts/status.php");
 const RESET_SCRIPT: &str = include_str!("scripts/reset.php");
@@ -118,6 +121,10 @@ pub struct PoolStatus {
     /// script).
     #[serde(default)]
     pub user: Option<String>,
+    /// What OPcache holds per release of the deploy path asked about (when asked through
+    /// a host, which knows its deploy path; empty when OPcache holds none of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Vec<ReleaseCache>>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -261,3 +261,84 @@ fn user_name(uid: u32) -> String {
         })
         .unwrap()
 }
+
+/// What a check before a switch relies on to skip listing the cache: OPcache's counters
+/// are those of the last listing until a script is compiled (by a request or
+/// `opcache_compile_file`), invalidated, or OPcache restarts; requests served from the
+/// cache change nothing.
+#[test]
+fn cache_counters_change_with_every_compile_invalidation_and_restart() {
+    let setup = Setup::start(FpmOptions::default());
+    let releases = setup.app("releases");
+    for (id, file) in [("v1", "index.php"), ("v1", "more.php"), ("v2", "index.php")] {
+        write_world_readable(
+            &releases.join(id).join(file),
+            &format!("<?php echo '{id}/{file}';"),
+        );
+    }
+    let pool = setup.pool();
+    let v1 = releases.join("v1/index.php");
+    assert_eq!(setup.get(&v1), "v1/index.php");
+    // cutover's own script is compiled on its first run: the reference is taken after.
+    pool.cache_counters().unwrap();
+    let listed = pool.cached_under(&releases).unwrap();
+    let paths: Vec<&str> = listed.scripts.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["v1/index.php"]);
+    let dirs = cutover_php::CachedTree::by_dir(listed.scripts.clone());
+    let tally = cutover_php::ReleaseCache::tally(&dirs);
+    assert_eq!(tally.len(), 1);
+    assert_eq!((tally[0].release.as_str(), tally[0].scripts), ("v1", 1));
+    assert!(tally[0].memory > 0, "{tally:?}");
+
+    // Served from the cache: the same counters.
+    for _ in 0..3 {
+        assert_eq!(setup.get(&v1), "v1/index.php");
+    }
+    let unchanged = pool.cache_counters().unwrap();
+    assert_eq!(unchanged, listed.counters);
+
+    // A request that compiles a script.
+    assert_eq!(setup.get(&releases.join("v1/more.php")), "v1/more.php");
+    let compiled = pool.cache_counters().unwrap();
+    assert_ne!(compiled, unchanged);
+
+    // A pre-warm compile. cutover's compile and invalidate scripts are compiled on their
+    // first run: each runs once on a file that is not there before the reference.
+    let budget = cutover_php::CompileBudget {
+        deadline: std::time::Instant::now() + Duration::from_secs(10),
+        slice: Duration::from_millis(100),
+        reserve: 0,
+    };
+    let script = |path: &str| cutover_php::CachedScript {
+        path: path.into(),
+        memory: 0,
+        hits: 0,
+    };
+    let v2 = releases.join("v2");
+    let outcome = pool.compile(&v2, &[script("gone.php")], budget).unwrap();
+    assert_eq!((outcome.compiled, outcome.missing), (0, 1));
+    assert_eq!(
+        pool.invalidate(&releases, &["v2/gone.php".into()]).unwrap(),
+        0
+    );
+    let before = pool.cache_counters().unwrap();
+    let outcome = pool.compile(&v2, &[script("index.php")], budget).unwrap();
+    assert_eq!(outcome.compiled, 1);
+    let prewarmed = pool.cache_counters().unwrap();
+    assert_ne!(prewarmed, before);
+
+    // An invalidation, then a restart.
+    assert_eq!(
+        pool.invalidate(&releases, &["v2/index.php".into()])
+            .unwrap(),
+        1
+    );
+    let invalidated = pool.cache_counters().unwrap();
+    assert_ne!(invalidated, prewarmed);
+    assert_eq!(invalidated.cached_scripts, prewarmed.cached_scripts);
+    assert!(invalidated.wasted_memory > prewarmed.wasted_memory);
+    pool.reset(Duration::from_secs(10)).unwrap();
+    let restarted = pool.cache_counters().unwrap();
+    assert_ne!(restarted, invalidated);
+    assert_eq!(restarted.manual_restarts, invalidated.manual_restarts + 1);
+}

@@ -62,7 +62,7 @@ impl RefreshError {
             RefreshError::Command(cutover_core::Error::CommandFailed { .. }) => None,
             RefreshError::Command(e) => e.hint(),
             RefreshError::NoRoom { wasted, .. } if *wasted > 0 => Some(
-                "wasted memory comes back only when OPcache restarts: `cutover php reset` at a quiet moment, or raise opcache.memory_consumption; with prewarm, opcache_room = \"reset\" restarts OPcache before the switch and re-warms".into(),
+                "wasted memory comes back only when OPcache restarts: `cutover php reset` at a quiet moment, or raise opcache.memory_consumption; with prewarm, opcache_room = \"restart\" (its default) restarts OPcache before the switch and re-warms".into(),
             ),
             RefreshError::NoRoom { .. } => Some(
                 "raise opcache.memory_consumption (about two releases' worth), or set [refresh] opcache_room = \"reset\" to reset OPcache after the switch".into(),

@@ -16,8 +16,9 @@ mod refresher;
 mod spec;
 mod warm;
 
+pub use cutover_php::ReleaseCache;
 pub use error::{ErrorKind, RefreshError};
 pub use health::{HealthCheck, HealthReport};
 pub use refresher::{RefreshReport, RefreshStep, Refresher};
 pub use spec::{HealthSpec, PoolSpec, RefreshSpec};
-pub use warm::{CacheContents, ReleaseCache, RoomCheck, WarmReport};
+pub use warm::{cached_releases, check_releases, CacheContents, RoomCheck, WarmReport};

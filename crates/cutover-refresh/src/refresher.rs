@@ -9,7 +9,7 @@ use cutover_php::apache::Generation;
 use serde::Serialize;
 
 use crate::health::{HealthCheck, HealthReport};
-use crate::warm::{self, WarmPlan, WarmReport};
+use crate::warm::{self, ByRelease, WarmPlan, WarmReport};
 use crate::{RefreshError, RefreshSpec};
 
 /// A spec made ready on its host: the pool built, and the host-side refusals passed.
@@ -20,6 +20,9 @@ pub struct Refresher {
     /// The release whose switch is followed by an OPcache reset, because it did not fit
     /// (`opcache_room = "reset"`).
     reset_after: Option<ReleaseId>,
+    /// What OPcache held after the last check before a switch: the next check uses it
+    /// while OPcache's counters say nothing changed.
+    known: Option<ByRelease>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -68,6 +71,7 @@ impl Refresher {
             pool,
             health,
             reset_after: None,
+            known: None,
         }))
     }
 
@@ -91,7 +95,7 @@ impl Refresher {
             prewarm_time: Duration::from_millis(self.spec.prewarm_ms),
             reset_wait: self.spec.wait(),
         };
-        let report = warm::before_switch(&plan, pool, deploy, release)?;
+        let report = warm::before_switch(&plan, pool, deploy, release, &mut self.known)?;
         if report.reset_after_switch {
             self.reset_after = Some(release.clone());
         }

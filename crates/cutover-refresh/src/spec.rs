@@ -136,7 +136,15 @@ impl RefreshSpec {
                 .prewarm_seconds
                 .map_or(DEFAULT_PREWARM, Duration::from_secs)
                 .as_millis() as u64,
-            opcache_room: refresh.opcache_room.unwrap_or_default(),
+            // A restart chosen before the switch beats OPcache's own after it (issue 15,
+            // measured on MediaWiki over ten deploys), but it needs pre-warming to be warm.
+            opcache_room: refresh.opcache_room.unwrap_or(
+                if refresh.strategy.contains(&RefreshStrategy::Prewarm) {
+                    OpcacheRoom::Restart
+                } else {
+                    OpcacheRoom::Warn
+                },
+            ),
         };
         spec.validate()?;
         Ok(spec)
@@ -207,6 +215,12 @@ impl RefreshSpec {
                 }
                 _ => {}
             }
+        }
+        if self.opcache_room == OpcacheRoom::Restart && !self.prewarms() {
+            return Err(RefreshError::settings(
+                "[refresh] opcache_room = \"restart\" needs strategy \"prewarm\": a restart empties OPcache, and only pre-warming fills it again before the switch",
+                "write strategy = [\"prewarm\", \"none\"], or opcache_room = \"reset\" (reset after the switch) or \"warn\"",
+            ));
         }
         if let Some(health) = &self.health {
             if let Some(url) = &health.url {

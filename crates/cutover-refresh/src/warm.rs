@@ -9,12 +9,12 @@
 //! memory into wasted memory (reclaimed by OPcache's own restart once the cache fills).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cutover_config::OpcacheRoom;
 use cutover_core::{DeployPath, ReleaseId};
-use cutover_php::{CachedScript, CachedTree, CompileBudget, CompileOutcome, Pool};
+use cutover_php::{CachedScript, CachedTree, CompileBudget, CompileOutcome, Pool, ReleaseCache};
 use serde::{Deserialize, Serialize};
 
 use crate::RefreshError;
@@ -31,6 +31,11 @@ const RESERVE_MIN: u64 = 1 << 20;
 pub struct WarmReport {
     /// The release live when the check ran, whose cached scripts stand for the new one.
     pub live: Option<ReleaseId>,
+    /// The pool listed its cached scripts. False when OPcache's counters were those of the
+    /// previous check's listing (nothing compiled, invalidated or restarted since), which
+    /// was used instead: a flip between two warm releases costs the pool ~1 ms, not ~20.
+    #[serde(default)]
+    pub listed: bool,
     pub room: RoomCheck,
     /// With `prewarm` (and room, or `opcache_room = "warn"`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,15 +94,10 @@ pub struct CacheContents {
     pub cache_full: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReleaseCache {
-    pub release: String,
-    pub scripts: u64,
-    pub memory: u64,
-}
-
-/// The cached scripts under `releases/`, by release directory name.
-struct ByRelease {
+/// The cached scripts under `releases/`, by release directory name: kept by the
+/// [`crate::Refresher`] from one switch to the next.
+pub(crate) struct ByRelease {
+    dir: PathBuf,
     tree: CachedTree,
     releases: BTreeMap<String, Vec<CachedScript>>,
 }
@@ -105,20 +105,27 @@ struct ByRelease {
 impl ByRelease {
     fn ask(pool: &Pool, releases_dir: &Path) -> Result<ByRelease, RefreshError> {
         let mut tree = pool.cached_under(releases_dir)?;
-        let mut releases: BTreeMap<String, Vec<CachedScript>> = BTreeMap::new();
-        for script in std::mem::take(&mut tree.scripts) {
-            let Some((release, path)) = script.path.split_once('/') else {
-                continue;
-            };
-            releases
-                .entry(release.to_string())
-                .or_default()
-                .push(CachedScript {
-                    path: path.to_string(),
-                    ..script
-                });
+        let releases = CachedTree::by_dir(std::mem::take(&mut tree.scripts));
+        Ok(ByRelease {
+            dir: releases_dir.to_path_buf(),
+            tree,
+            releases,
+        })
+    }
+
+    /// What OPcache holds now: `known` when the pool's counters are still those it was
+    /// listed with, else a new listing (and true).
+    fn now(
+        pool: &Pool,
+        releases_dir: &Path,
+        known: Option<ByRelease>,
+    ) -> Result<(ByRelease, bool), RefreshError> {
+        if let Some(known) = known.filter(|k| k.dir == releases_dir) {
+            if pool.cache_counters()? == known.tree.counters {
+                return Ok((known, false));
+            }
         }
-        Ok(ByRelease { tree, releases })
+        Ok((ByRelease::ask(pool, releases_dir)?, true))
     }
 
     fn scripts(&self, release: &ReleaseId) -> &[CachedScript] {
@@ -129,22 +136,37 @@ impl ByRelease {
 
     fn contents(&self) -> CacheContents {
         CacheContents {
-            releases: self
-                .releases
-                .iter()
-                .map(|(release, scripts)| ReleaseCache {
-                    release: release.clone(),
-                    scripts: scripts.len() as u64,
-                    memory: scripts.iter().map(|s| s.memory).sum(),
-                })
-                .collect(),
-            used_memory: self.tree.used_memory,
-            free_memory: self.tree.free_memory,
-            wasted_memory: self.tree.wasted_memory,
-            cached_scripts: self.tree.cached_scripts,
-            cache_full: self.tree.cache_full,
+            releases: ReleaseCache::tally(&self.releases),
+            used_memory: self.tree.counters.used_memory,
+            free_memory: self.tree.counters.free_memory,
+            wasted_memory: self.tree.counters.wasted_memory,
+            cached_scripts: self.tree.counters.cached_scripts,
+            cache_full: self.tree.counters.cache_full,
         }
     }
+}
+
+/// OPcache knows scripts by their real path; the deploy path itself may be reached
+/// through a symlink.
+fn real_releases_dir(deploy: &DeployPath) -> Result<PathBuf, RefreshError> {
+    std::fs::canonicalize(deploy.releases_dir()).map_err(|e| {
+        RefreshError::Warm(format!(
+            "cannot resolve {}: {e}",
+            deploy.releases_dir().display()
+        ))
+    })
+}
+
+/// What the pool's OPcache holds of each release of `deploy` (none before the first).
+pub fn cached_releases(
+    pool: &Pool,
+    deploy: &DeployPath,
+) -> Result<Vec<ReleaseCache>, RefreshError> {
+    if !deploy.releases_dir().is_dir() {
+        return Ok(Vec::new());
+    }
+    let tree = pool.cached_under(&real_releases_dir(deploy)?)?;
+    Ok(ReleaseCache::tally(&CachedTree::by_dir(tree.scripts)))
 }
 
 /// How a host checks and warms before a switch.
@@ -156,27 +178,24 @@ pub(crate) struct WarmPlan {
     pub reset_wait: Duration,
 }
 
+/// `known`: what the previous check left OPcache holding, replaced by what this one leaves.
 pub(crate) fn before_switch(
     plan: &WarmPlan,
     pool: &Pool,
     deploy: &DeployPath,
     release: &ReleaseId,
+    known: &mut Option<ByRelease>,
 ) -> Result<WarmReport, RefreshError> {
     let started = Instant::now();
     let live = deploy.current_release()?;
-    // OPcache knows scripts by their real path; the deploy path itself may be reached
-    // through a symlink.
-    let releases_dir = std::fs::canonicalize(deploy.releases_dir()).map_err(|e| {
-        RefreshError::Warm(format!(
-            "cannot resolve {}: {e}",
-            deploy.releases_dir().display()
-        ))
-    })?;
+    let releases_dir = real_releases_dir(deploy)?;
     let mut report = WarmReport {
         live: live.clone(),
         ..WarmReport::default()
     };
-    let cached = ByRelease::ask(pool, &releases_dir)?;
+    let (cached, listed) = ByRelease::now(pool, &releases_dir, known.take())?;
+    report.listed = listed;
+    let counters = cached.tree.counters;
 
     // Out of service since an earlier switch, so no request is still running their code;
     // an invalidated script's memory is wasted until OPcache restarts, but it no longer
@@ -194,7 +213,7 @@ pub(crate) fn before_switch(
         })
         .collect();
     // The status was read before the invalidation: what it turned into wasted memory.
-    let mut wasted = cached.tree.wasted_memory;
+    let mut wasted = counters.wasted_memory;
     if !drained.is_empty() {
         let paths: Vec<String> = drained.iter().map(|(path, _)| path.clone()).collect();
         report.invalidated = pool.invalidate(&releases_dir, &paths)?;
@@ -220,15 +239,14 @@ pub(crate) fn before_switch(
     // The hottest first: when time or memory runs out, what is left is what is hit least.
     to_warm.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.path.cmp(&b.path)));
 
-    let total = cached.tree.used_memory + cached.tree.free_memory + cached.tree.wasted_memory;
+    let total = counters.total_memory();
     let reserve = (total / RESERVE_SHARE).max(RESERVE_MIN);
     let needed: u64 = to_warm.iter().map(|s| s.memory).sum();
-    let keys_left = cached
-        .tree
+    let keys_left = counters
         .max_cached_keys
-        .saturating_sub(cached.tree.cached_keys);
-    let enough = cached.tree.free_memory >= needed + reserve
-        && (cached.tree.max_cached_keys == 0 || keys_left > to_warm.len() as u64);
+        .saturating_sub(counters.cached_keys);
+    let enough = counters.free_memory >= needed + reserve
+        && (counters.max_cached_keys == 0 || keys_left > to_warm.len() as u64);
     // A restart frees the wasted memory (the drained releases' scripts) and every hash
     // slot; the live release is compiled again, then the new one.
     let live_memory: u64 = match &live {
@@ -236,12 +254,12 @@ pub(crate) fn before_switch(
         _ => 0,
     };
     let after_restart = !enough
-        && cached.tree.free_memory + wasted >= needed + reserve
+        && counters.free_memory + wasted >= needed + reserve
         && live_memory + needed + reserve <= total
-        && (cached.tree.max_cached_keys == 0
-            || cached.tree.max_cached_keys > live_count + to_warm.len() as u64);
+        && (counters.max_cached_keys == 0
+            || counters.max_cached_keys > live_count + to_warm.len() as u64);
     report.room = RoomCheck {
-        free_memory: cached.tree.free_memory,
+        free_memory: counters.free_memory,
         wasted_memory: wasted,
         needed,
         reserve,
@@ -253,7 +271,7 @@ pub(crate) fn before_switch(
     if !enough {
         let what = format!(
             "OPcache has {} free and {} wasted; the new release needs about {} (what {} takes) plus {} kept free",
-            cutover_core::bytes::human(cached.tree.free_memory),
+            cutover_core::bytes::human(counters.free_memory),
             cutover_core::bytes::human(wasted),
             cutover_core::bytes::human(needed),
             live.as_ref().map_or("the live release".into(), |l| l.to_string()),
@@ -266,15 +284,9 @@ pub(crate) fn before_switch(
                     wasted,
                 })
             }
-            OpcacheRoom::Warn if after_restart => report.warnings.push(format!(
-                "{what}: OPcache will restart by itself once full (cold, at a moment nobody chose, likely after the switch); opcache_room = \"reset\" restarts it before the switch and re-warms{}",
-                if plan.prewarm { "; pre-warming what fits" } else { "" }
-            )),
-            OpcacheRoom::Warn => report.warnings.push(format!(
-                "{what}: once OPcache is full every request compiles its scripts anew (it does not restart by itself){}",
-                if plan.prewarm { "; pre-warming what fits" } else { "" }
-            )),
-            OpcacheRoom::Reset if plan.prewarm && after_restart => restart = true,
+            OpcacheRoom::Reset | OpcacheRoom::Restart if plan.prewarm && after_restart => {
+                restart = true
+            }
             OpcacheRoom::Reset => {
                 warm = false;
                 report.reset_after_switch = true;
@@ -282,6 +294,14 @@ pub(crate) fn before_switch(
                     "{what}: OPcache is reset after the switch (opcache_room = \"reset\"), so the new release starts cold"
                 ));
             }
+            OpcacheRoom::Warn | OpcacheRoom::Restart if after_restart => report.warnings.push(format!(
+                "{what}: OPcache will restart by itself once full (cold, at a moment nobody chose, likely after the switch); with prewarm, opcache_room = \"restart\" restarts it before the switch and re-warms{}",
+                if plan.prewarm { "; pre-warming what fits" } else { "" }
+            )),
+            OpcacheRoom::Warn | OpcacheRoom::Restart => report.warnings.push(format!(
+                "{what}, and would not after a restart either: once OPcache is full every request compiles its scripts anew (it does not restart by itself); raise opcache.memory_consumption to about two releases' worth{}",
+                if plan.prewarm { "; pre-warming what fits" } else { "" }
+            )),
         }
     }
 
@@ -348,11 +368,13 @@ pub(crate) fn before_switch(
     // Asked again only when this changed it: a switch back and forth between two warm
     // releases (verify's flips) costs the pool one request.
     let compiled = report.prewarm.as_ref().is_some_and(|p| p.compiled > 0);
-    report.cache = if report.invalidated > 0 || compiled || restart {
-        ByRelease::ask(pool, &releases_dir)?.contents()
+    let after = if report.invalidated > 0 || compiled || restart {
+        ByRelease::ask(pool, &releases_dir)?
     } else {
-        cached.contents()
+        cached
     };
+    report.cache = after.contents();
+    *known = Some(after);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -372,10 +394,16 @@ impl WarmReport {
                 return Err("too many failed scripts named".into());
             }
         }
-        let named = |r: &ReleaseCache| ReleaseId::parse(&r.release).is_ok();
-        if self.cache.releases.len() > 100_000 || !self.cache.releases.iter().all(named) {
-            return Err("a cached release is not a release id".into());
-        }
-        Ok(())
+        check_releases(&self.cache.releases)
     }
+}
+
+/// A list of cached releases that crossed the network is held to what a host could have
+/// said: release ids, a bounded number of them.
+pub fn check_releases(releases: &[ReleaseCache]) -> Result<(), String> {
+    let named = |r: &ReleaseCache| ReleaseId::parse(&r.release).is_ok();
+    if releases.len() > 100_000 || !releases.iter().all(named) {
+        return Err("a cached release is not a release id".into());
+    }
+    Ok(())
 }

@@ -77,8 +77,6 @@ struct Stack {
 #[derive(Debug, serde::Deserialize)]
 struct Probe {
     misses: u64,
-    scripts: u64,
-    free: u64,
     wasted: u64,
     oom_restarts: u64,
     cache_full: bool,
@@ -299,6 +297,34 @@ fn releases_out_of_service_are_let_go() {
         "invalidated scripts count as wasted: {probe:?}"
     );
     assert_eq!(stack.page(), ("v3".into(), 0));
+
+    // `php status` says the same, per release.
+    let to = stack.deploy.display().to_string();
+    let args = ["php", "status", "--to", &to, "--config", &warm, "--json"];
+    let out = output_within(stack.sb.cutover().args(args), CUTOVER_LIMIT);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let releases = &status["hosts"][0]["result"]["status"]["releases"];
+    let held: Vec<(&str, u64)> = releases
+        .as_array()
+        .unwrap_or_else(|| panic!("{status:#}"))
+        .iter()
+        .map(|r| {
+            (
+                r["release"].as_str().unwrap(),
+                r["scripts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let scripts = (LIBS + 1) as u64;
+    assert_eq!(held, [("v2", scripts), ("v3", scripts)], "{status:#}");
+    let args = ["php", "status", "--to", &to, "--config", &warm];
+    let out = output_within(stack.sb.cutover().args(args), CUTOVER_LIMIT);
+    assert!(
+        stdout(&out).contains(&format!("release v3: {scripts} scripts")),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Ten deploys with traffic between them: before each switch OPcache holds (as cached,
@@ -337,10 +363,11 @@ fn ten_deploys_keep_two_releases_cached() {
     }
 }
 
-/// OPcache of 16 MiB (1 MiB of interned strings) and a release of about 12 MiB: the second
-/// copy does not fit. Default: warn and pre-warm what fits; `refuse`: exit 1, nothing
-/// switched or left; `reset`: a restart before the switch (v1's invalidated scripts are
-/// wasted memory), then what v2 had cached compiled again for v2 and v3.
+/// OPcache of 16 MiB (1 MiB of interned strings) and a release of about 12 MiB: a second
+/// copy never fits, not even after a restart. `refuse`: exit 1, nothing switched or left;
+/// `reset`: no pre-warm, OPcache reset after the switch (the new release starts cold, the
+/// old one is gone from the cache); the default with prewarm (`restart`) falls back to a
+/// warning and pre-warms what fits.
 #[test]
 fn a_pool_without_room_is_warned_about_refused_or_reset() {
     let ini = [
@@ -371,53 +398,58 @@ fn a_pool_without_room_is_warned_about_refused_or_reset() {
     assert_eq!(stack.sb.current().as_deref(), Some("v1"));
     assert_eq!(stack.sb.releases(), ["v1"], "the refused release is gone");
 
-    let report = stack.deploy("v2", &warm);
+    let reset = stack.config(
+        "reset.toml",
+        "strategy = [\"prewarm\", \"none\"]\nopcache_room = \"reset\"",
+    );
+    let report = stack.deploy("v2", &reset);
+    let warm_report = opcache(&report);
+    assert_eq!(warm_report["room"]["after_restart"], false, "{report:#}");
+    assert_eq!(warm_report["reset_after_switch"], true, "{report:#}");
+    assert!(warm_report.get("prewarm").is_none(), "{report:#}");
+    let steps = one_host(&report)["refresh"]["steps"].to_string();
+    assert!(steps.contains("opcache-reset"), "{report:#}");
+    let old = stack.probe("v1");
+    assert!(old.cached.iter().all(|c| !c), "v1 left the cache: {old:?}");
+    assert_eq!(stack.page(), ("v2".into(), LIBS), "v2 starts cold");
+    let after = stack.probe("v2");
+    assert!(after.cached.iter().all(|c| *c), "and fits: {after:?}");
+    assert_eq!(after.oom_restarts, 0, "{after:?}");
+
+    // The default with prewarm: a restart would not make room either, so a warning, and
+    // pre-warm stops before OPcache is full.
+    let report = stack.deploy("v3", &warm);
     let host = one_host(&report);
     assert_eq!(opcache(&report)["room"]["enough"], false, "{report:#}");
+    assert_eq!(
+        opcache(&report)["room"]["after_restart"],
+        false,
+        "{report:#}"
+    );
+    assert!(opcache(&report)["restart"].is_null(), "{report:#}");
     let warnings = host["warnings"].to_string();
-    assert!(warnings.contains("OPcache has"), "{report:#}");
+    assert!(
+        warnings.contains("OPcache has") && warnings.contains("memory_consumption"),
+        "{report:#}"
+    );
     assert_eq!(
         opcache(&report)["prewarm"]["stopped"],
         "memory",
         "{report:#}"
     );
-    let after = stack.probe("v2");
+    let after = stack.probe("v3");
     assert!(
         !after.cache_full,
         "pre-warm stops before OPcache is full: {after:?}"
     );
-    assert_eq!(stack.page().0, "v2");
-
-    // v1's scripts are invalidated before this switch; a restart gives their memory back.
-    let reset = stack.config(
-        "reset.toml",
-        "strategy = [\"prewarm\", \"none\"]\nopcache_room = \"reset\"",
-    );
-    let report = stack.deploy("v3", &reset);
-    assert_eq!(
-        opcache(&report)["room"]["after_restart"],
-        true,
-        "{report:#}"
-    );
-    assert_eq!(opcache(&report)["reset_after_switch"], false, "{report:#}");
-    assert!(opcache(&report)["restart"].is_object(), "{report:#}");
-    let steps = one_host(&report)["refresh"]["steps"].to_string();
-    assert!(!steps.contains("opcache-reset"), "{report:#}");
-    let probe = stack.probe("v3");
-    assert!(
-        probe.cached.iter().any(|c| *c),
-        "v3 compiled before the switch: {probe:?}"
-    );
     assert_eq!(stack.page().0, "v3");
-    assert_eq!(probe.oom_restarts, 0);
-    let _ = (probe.scripts, probe.free);
 }
 
 /// OPcache of 32 MiB and releases of about 12 MiB: two fit, but the third deploy finds the
 /// first one's scripts invalidated (wasted, reusable only after a restart) and too little
-/// free. With `opcache_room = "reset"` and prewarm, OPcache is restarted before the switch
-/// and the live release, then the new one, compiled again: the first request after the
-/// switch compiles nothing, and OPcache never restarted by itself.
+/// free. With prewarm (its default `opcache_room = "restart"`), OPcache is restarted
+/// before the switch and the live release, then the new one, compiled again: the first
+/// request after the switch compiles nothing, and OPcache never restarted by itself.
 #[test]
 fn a_restart_before_the_switch_gives_wasted_memory_back_and_rewarms() {
     let ini = [
@@ -425,10 +457,7 @@ fn a_restart_before_the_switch_gives_wasted_memory_back_and_rewarms() {
         ("opcache.interned_strings_buffer", "1"),
     ];
     let stack = Stack::start(1200, &ini);
-    let reset = stack.config(
-        "reset.toml",
-        "strategy = [\"prewarm\", \"none\"]\nopcache_room = \"reset\"",
-    );
+    let reset = stack.config("warm.toml", "strategy = [\"prewarm\", \"none\"]");
     stack.deploy("v1", &reset);
     stack.page();
     let report = stack.deploy("v2", &reset);
@@ -477,6 +506,11 @@ fn prewarm_settings_that_cannot_work_are_refused() {
             "[php]\nfpm = \"unix:/nonexistent.sock\"\n[refresh]\nstrategy = [\"prewarm\"]\nopcache_room = \"maybe\"\n",
             "opcache_room",
             "valid values",
+        ),
+        (
+            "[php]\nfpm = \"unix:/nonexistent.sock\"\n[refresh]\nstrategy = [\"none\"]\nopcache_room = \"restart\"\n",
+            "needs strategy \"prewarm\"",
+            "opcache_room = \"reset\"",
         ),
         (
             "[php]\nfpm = \"unix:/nonexistent.sock\"\n[refresh]\nstrategy = [\"prewarm\"]\nprewarm_seconds = 0\n",
@@ -550,6 +584,19 @@ fn every_host_of_a_fleet_prewarms_its_own_pool() {
         let probe: Probe = serde_json::from_str(&response.body()).unwrap();
         assert_eq!(probe.cached, [true], "{host}: r2 cached before any request");
     }
+
+    // `php status` through web1's agent: what its pool holds per release.
+    let out = fleet.run(&config, &["php", "status", "--host", HOSTS[0], "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let releases = &status["hosts"][0]["result"]["status"]["releases"];
+    let held: Vec<&str> = releases
+        .as_array()
+        .unwrap_or_else(|| panic!("{status:#}"))
+        .iter()
+        .map(|r| r["release"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["r1", "r2"], "{status:#}");
 }
 
 /// What invalidating releases out of service buys, measured: OPcache of 16 MiB, releases

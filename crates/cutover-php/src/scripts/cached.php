@@ -1,13 +1,17 @@
 <?php
 // Written by cutover to list what this pool's OPcache holds under one directory (the
-// releases of a deploy path); removed after the request.
+// releases of a deploy path), or only OPcache's counters (CUTOVER_COUNTERS): those change
+// whenever a script is compiled or invalidated, or OPcache restarts. Removed after the
+// request.
 header('Content-Type: application/json');
 $root = $_SERVER['CUTOVER_ROOT'] ?? '';
+$list = ($_SERVER['CUTOVER_COUNTERS'] ?? '') !== '1';
 if (!function_exists('opcache_get_status')) {
     echo json_encode(['error' => 'the OPcache extension is not loaded in this pool']);
     return;
 }
-$s = @opcache_get_status(true);
+// Listing every script costs ~20 ms for 3,000 of them; the counters alone ~1 ms.
+$s = @opcache_get_status($list);
 if ($s === false) {
     $last = error_get_last();
     echo json_encode(['error' => $last ? $last['message'] : 'opcache_get_status() returned false']);
@@ -36,4 +40,9 @@ echo json_encode([
     'cached_keys' => (int) ($stats['num_cached_keys'] ?? 0),
     'max_cached_keys' => (int) ($stats['max_cached_keys'] ?? 0),
     'cache_full' => (bool) ($s['cache_full'] ?? false),
+    'oom_restarts' => (int) ($stats['oom_restarts'] ?? 0),
+    'hash_restarts' => (int) ($stats['hash_restarts'] ?? 0),
+    'manual_restarts' => (int) ($stats['manual_restarts'] ?? 0),
+    'start_time' => (int) ($stats['start_time'] ?? 0),
+    'last_restart_time' => (int) ($stats['last_restart_time'] ?? 0),
 ]);

@@ -680,7 +680,13 @@ impl Host for LocalHost {
     }
 
     fn php_status(&mut self, pool: &PoolSpec) -> Result<PoolStatus, HostError> {
-        Ok(self.pool(pool)?.status()?)
+        let pool = self.pool(pool)?;
+        let mut status = pool.status()?;
+        if status.opcache.is_some() {
+            let deploy = &self.session()?.deploy;
+            status.releases = Some(cutover_refresh::cached_releases(&pool, deploy)?);
+        }
+        Ok(status)
     }
 
     fn php_reset(&mut self, pool: &PoolSpec, wait_ms: u64) -> Result<ResetReport, HostError> {

@@ -281,7 +281,13 @@ impl Host for RemoteHost {
 
     fn php_status(&mut self, pool: &PoolSpec) -> Result<PoolStatus, HostError> {
         match self.call(&Request::PhpStatus(pool.clone()))? {
-            Reply::PhpStatus(status) => Ok(status),
+            Reply::PhpStatus(status) => {
+                let releases = status.releases.as_deref().unwrap_or_default();
+                cutover_refresh::check_releases(releases).map_err(|why| {
+                    HostError::failed(format!("the agent's PHP status is not one: {why}"))
+                })?;
+                Ok(status)
+            }
             other => Err(self.unexpected("php_status", &other)),
         }
     }

@@ -256,6 +256,14 @@ fn describe(status: &PoolStatus) -> String {
         (None, Some(error)) => text.push_str(&format!("OPcache: unavailable: {error}\n")),
         (None, None) => text.push_str("OPcache: unavailable\n"),
     }
+    for release in status.releases.iter().flatten() {
+        text.push_str(&format!(
+            "  release {}: {} scripts, {}\n",
+            release.release,
+            release.scripts,
+            human_bytes(release.memory)
+        ));
+    }
     text.push_str(&format!(
         "  validate_timestamps={} revalidate_freq={} revalidate_path={} preload={:?} file_cache={:?} restrict_api={:?}\n",
         ini("opcache.validate_timestamps"),
