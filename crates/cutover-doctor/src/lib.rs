@@ -80,7 +80,7 @@ pub struct PoolFacts {
     pub script_path: String,
 }
 
-/// The PHP files of the current release.
+/// The PHP files of the current release, or of the shared directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseCode {
     pub php_files: u64,
@@ -98,6 +98,8 @@ pub struct Facts {
     pub nginx: Option<nginx::NginxConfig>,
     pub apache: Option<apache::ApacheConfig>,
     pub release: Option<ReleaseCode>,
+    /// PHP files in the deploy path's shared directory (shared by every release).
+    pub shared: Option<ReleaseCode>,
     pub unread: Vec<ReadError>,
 }
 

@@ -142,6 +142,12 @@ fn doctor_reports_pool_hazards_exactly_when_present() {
                     if name == "restricted" {
                         options.open_basedir = Some(deploy.clone());
                     }
+                    // A cache of generated PHP in the shared directory.
+                    if name == "window" || name == "survivors" {
+                        let cache = deploy.join("shared/cache/l10n.php");
+                        std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+                        std::fs::write(&cache, "<?php return [];\n").unwrap();
+                    }
                     let fpm = PhpFpm::start(options).unwrap();
                     let fpm_line = format!("[php]\nfpm = \"{}\"\n", socket(&fpm));
                     let pidfile = fpm.pidfile().display().to_string();
@@ -209,6 +215,11 @@ fn doctor_reports_pool_hazards_exactly_when_present() {
     );
     exactly(
         "opcache-file-cache",
+        &["survivors/none", "survivors/reset", "survivors/reload"],
+    );
+    // PHP in the shared directory: a hazard only where OPcache never revalidates.
+    exactly(
+        "php-in-shared",
         &["survivors/none", "survivors/reset", "survivors/reload"],
     );
     exactly(

@@ -101,6 +101,7 @@ pub fn doctor(args: &DoctorArgs, global: &GlobalArgs, printer: Printer) -> Resul
 
     if let Some(deploy) = &deploy_path {
         facts.release = cutover_doctor::release_code(&deploy.join("current"), RELEASE_SCAN_LIMIT);
+        facts.shared = cutover_doctor::release_code(&deploy.join("shared"), RELEASE_SCAN_LIMIT);
     }
     let php_cli = cutover_doctor::php_cli("php");
 
