@@ -129,7 +129,7 @@ fn template_shows_every_key() {
     assert!(!strategy.is_empty() && fpm_pidfile.is_some() && command.is_some());
     assert_eq!(wait_seconds, Some(30));
     assert_eq!(prewarm_seconds, Some(30));
-    assert_eq!(opcache_room, Some(cutover_config::OpcacheRoom::Restart));
+    assert_eq!(opcache_room, Some(cutover_config::OpcacheRoom::Warn));
     assert_eq!(
         apache_pidfile.as_deref(),
         Some(Path::new(DEFAULT_APACHE_PIDFILE))
