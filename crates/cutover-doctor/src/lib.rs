@@ -98,8 +98,8 @@ pub struct Facts {
     pub nginx: Option<nginx::NginxConfig>,
     pub apache: Option<apache::ApacheConfig>,
     pub release: Option<ReleaseCode>,
-    /// PHP files in the deploy path's shared directory (shared by every release).
-    pub shared: Option<ReleaseCode>,
+    /// PHP files written in the deploy path's shared directory since the last switch.
+    pub shared: Option<SharedPhp>,
     pub unread: Vec<ReadError>,
 }
 
@@ -111,6 +111,40 @@ pub fn release_code(dir: &Path, limit: usize) -> Option<ReleaseCode> {
         php_files: 0,
         php_bytes: 0,
     };
+    each_php_file(dir, limit, |_, metadata| {
+        code.php_files += 1;
+        code.php_bytes += metadata.len();
+    })?;
+    Some(code)
+}
+
+/// `*.php` files under the shared directory written after `since` (the last switch):
+/// written at run time, not configuration put there once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SharedPhp {
+    pub written: u64,
+    /// False when the scan stopped at its limit: `written` is then a lower bound.
+    pub complete: bool,
+}
+
+pub fn shared_php(dir: &Path, since: std::time::SystemTime, limit: usize) -> Option<SharedPhp> {
+    let mut written = 0;
+    let complete = each_php_file(dir, limit, |_, metadata| {
+        if metadata.modified().is_ok_and(|m| m > since) {
+            written += 1;
+        }
+    })?;
+    Some(SharedPhp { written, complete })
+}
+
+/// Calls `found` for each `*.php` file under `dir` (resolved once; links inside are not
+/// followed), looking at `limit` entries at most. Whether it saw them all; `None` when
+/// `dir` cannot be resolved.
+fn each_php_file(
+    dir: &Path,
+    limit: usize,
+    mut found: impl FnMut(&Path, &std::fs::Metadata),
+) -> Option<bool> {
     let mut stack = vec![std::fs::canonicalize(dir).ok()?];
     let mut seen = 0;
     while let Some(dir) = stack.pop() {
@@ -120,7 +154,7 @@ pub fn release_code(dir: &Path, limit: usize) -> Option<ReleaseCode> {
         for entry in entries.flatten() {
             seen += 1;
             if seen > limit {
-                return Some(code);
+                return Some(false);
             }
             let Ok(kind) = entry.file_type() else {
                 continue;
@@ -128,12 +162,13 @@ pub fn release_code(dir: &Path, limit: usize) -> Option<ReleaseCode> {
             if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_file() && entry.path().extension().is_some_and(|e| e == "php") {
-                code.php_files += 1;
-                code.php_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if let Ok(metadata) = entry.metadata() {
+                    found(&entry.path(), &metadata);
+                }
             }
         }
     }
-    Some(code)
+    Some(true)
 }
 
 /// A few ini values of the PHP command line (`php -i`), when `php` is installed.

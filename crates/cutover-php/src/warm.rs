@@ -94,8 +94,11 @@ impl ReleaseCache {
 }
 
 /// OPcache's memory and counters, without its scripts. Any compile, invalidation or
-/// restart changes them (memory is taken or wasted, a script or restart counted), so two
-/// equal readings mean the same scripts are cached.
+/// restart changes them (memory is taken or wasted, a script or restart counted; PHP 8.1's
+/// inheritance cache also takes memory when a class is first linked at run time), so with
+/// `validate_timestamps=0` two equal readings mean the same scripts are cached. With
+/// timestamps validated, a file changed on disk is no longer cached without any counter
+/// moving.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CacheCounters {
@@ -111,6 +114,7 @@ pub struct CacheCounters {
     pub manual_restarts: u64,
     pub start_time: i64,
     pub last_restart_time: i64,
+    pub validate_timestamps: bool,
 }
 
 impl CacheCounters {

@@ -265,7 +265,8 @@ fn user_name(uid: u32) -> String {
 /// What a check before a switch relies on to skip listing the cache: OPcache's counters
 /// are those of the last listing until a script is compiled (by a request or
 /// `opcache_compile_file`), invalidated, or OPcache restarts; requests served from the
-/// cache change nothing.
+/// cache (here without classes: linking one the first time takes inheritance-cache
+/// memory) change nothing.
 #[test]
 fn cache_counters_change_with_every_compile_invalidation_and_restart() {
     let setup = Setup::start(FpmOptions::default());

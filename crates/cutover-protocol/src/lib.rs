@@ -35,7 +35,7 @@ use cutover_refresh::{PoolSpec, RefreshReport, RefreshSpec, WarmReport};
 
 /// Bumped on any incompatible change. The agent binary is named after the deploying
 /// binary's hash, so both ends normally run the same build; the check catches the rest.
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 
 /// One operation of the `Host` seam each; every request gets exactly one reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,11 @@ pub enum RefreshError {
     Command(#[from] cutover_core::Error),
     /// `opcache_room = "refuse"` and the new release would not fit beside the live one.
     #[error("{what}; refused by [refresh] opcache_room = \"refuse\"")]
-    NoRoom { what: String, wasted: u64 },
+    NoRoom {
+        what: String,
+        /// A restart would make room: the wasted memory is enough.
+        after_restart: bool,
+    },
     #[error("pre-warm: {0}")]
     Warm(String),
     #[error("health check {target} failed after {attempts} attempts in {seconds:.1} s: {why}")]
@@ -61,11 +65,14 @@ impl RefreshError {
             // has happened, and the caller says what state it left.
             RefreshError::Command(cutover_core::Error::CommandFailed { .. }) => None,
             RefreshError::Command(e) => e.hint(),
-            RefreshError::NoRoom { wasted, .. } if *wasted > 0 => Some(
+            RefreshError::NoRoom {
+                after_restart: true,
+                ..
+            } => Some(
                 "wasted memory comes back only when OPcache restarts: `cutover php reset` at a quiet moment, or raise opcache.memory_consumption; with prewarm, opcache_room = \"restart\" (its default) restarts OPcache before the switch and re-warms".into(),
             ),
             RefreshError::NoRoom { .. } => Some(
-                "raise opcache.memory_consumption (about two releases' worth), or set [refresh] opcache_room = \"reset\" to reset OPcache after the switch".into(),
+                "two releases do not fit even in an emptied OPcache: raise opcache.memory_consumption (about two releases' worth; opcache.max_accelerated_files if the slots are short), or set [refresh] opcache_room = \"reset\" to reset OPcache after the switch".into(),
             ),
             RefreshError::Warm(_) => None,
             RefreshError::Health { .. } => Some(

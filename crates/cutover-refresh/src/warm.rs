@@ -114,13 +114,15 @@ impl ByRelease {
     }
 
     /// What OPcache holds now: `known` when the pool's counters are still those it was
-    /// listed with, else a new listing (and true).
+    /// listed with (and it does not validate timestamps), else a new listing (and true).
     fn now(
         pool: &Pool,
         releases_dir: &Path,
         known: Option<ByRelease>,
     ) -> Result<(ByRelease, bool), RefreshError> {
-        if let Some(known) = known.filter(|k| k.dir == releases_dir) {
+        let reusable =
+            |k: &ByRelease| k.dir == releases_dir && !k.tree.counters.validate_timestamps;
+        if let Some(known) = known.filter(reusable) {
             if pool.cache_counters()? == known.tree.counters {
                 return Ok((known, false));
             }
@@ -245,8 +247,8 @@ pub(crate) fn before_switch(
     let keys_left = counters
         .max_cached_keys
         .saturating_sub(counters.cached_keys);
-    let enough = counters.free_memory >= needed + reserve
-        && (counters.max_cached_keys == 0 || keys_left > to_warm.len() as u64);
+    let keys_short = counters.max_cached_keys != 0 && keys_left <= to_warm.len() as u64;
+    let enough = counters.free_memory >= needed + reserve && !keys_short;
     // A restart frees the wasted memory (the drained releases' scripts) and every hash
     // slot; the live release is compiled again, then the new one.
     let live_memory: u64 = match &live {
@@ -277,11 +279,25 @@ pub(crate) fn before_switch(
             live.as_ref().map_or("the live release".into(), |l| l.to_string()),
             cutover_core::bytes::human(reserve),
         );
+        let what = if keys_short {
+            format!(
+                "{what}; and {keys_left} of opcache.max_accelerated_files' {} slots are free for {} scripts",
+                counters.max_cached_keys,
+                to_warm.len()
+            )
+        } else {
+            what
+        };
+        let raise = if keys_short {
+            "opcache.max_accelerated_files (and memory_consumption)"
+        } else {
+            "opcache.memory_consumption"
+        };
         match plan.room {
             OpcacheRoom::Refuse => {
                 return Err(RefreshError::NoRoom {
                     what,
-                    wasted,
+                    after_restart,
                 })
             }
             OpcacheRoom::Reset | OpcacheRoom::Restart if plan.prewarm && after_restart => {
@@ -299,7 +315,7 @@ pub(crate) fn before_switch(
                 if plan.prewarm { "; pre-warming what fits" } else { "" }
             )),
             OpcacheRoom::Warn | OpcacheRoom::Restart => report.warnings.push(format!(
-                "{what}, and would not after a restart either: once OPcache is full every request compiles its scripts anew (it does not restart by itself); raise opcache.memory_consumption to about two releases' worth{}",
+                "{what}, and would not after a restart either: once OPcache is full every request compiles its scripts anew (it does not restart by itself); raise {raise} to about two releases' worth{}",
                 if plan.prewarm { "; pre-warming what fits" } else { "" }
             )),
         }

@@ -142,11 +142,24 @@ fn doctor_reports_pool_hazards_exactly_when_present() {
                     if name == "restricted" {
                         options.open_basedir = Some(deploy.clone());
                     }
-                    // A cache of generated PHP in the shared directory.
-                    if name == "window" || name == "survivors" {
-                        let cache = deploy.join("shared/cache/l10n.php");
-                        std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
-                        std::fs::write(&cache, "<?php return [];\n").unwrap();
+                    // PHP in the shared directory: a cache written after the last switch
+                    // (window, survivors), configuration from before it (restricted).
+                    let switched = std::fs::symlink_metadata(deploy.join("current"))
+                        .unwrap()
+                        .modified()
+                        .unwrap();
+                    let second = std::time::Duration::from_secs(1);
+                    let shared_php = match name {
+                        "window" | "survivors" => Some(("cache/l10n.php", switched + second)),
+                        "restricted" => Some(("config/local.php", switched - 60 * second)),
+                        _ => None,
+                    };
+                    if let Some((file, written)) = shared_php {
+                        let path = deploy.join("shared").join(file);
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        std::fs::write(&path, "<?php return [];\n").unwrap();
+                        let file = std::fs::File::options().write(true).open(&path).unwrap();
+                        file.set_modified(written).unwrap();
                     }
                     let fpm = PhpFpm::start(options).unwrap();
                     let fpm_line = format!("[php]\nfpm = \"{}\"\n", socket(&fpm));
@@ -217,7 +230,8 @@ fn doctor_reports_pool_hazards_exactly_when_present() {
         "opcache-file-cache",
         &["survivors/none", "survivors/reset", "survivors/reload"],
     );
-    // PHP in the shared directory: a hazard only where OPcache never revalidates.
+    // PHP written in the shared directory since the last switch: a hazard only where
+    // OPcache never revalidates; configuration from before it is not reported.
     exactly(
         "php-in-shared",
         &["survivors/none", "survivors/reset", "survivors/reload"],

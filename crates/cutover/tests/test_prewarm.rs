@@ -636,10 +636,13 @@ fn invalidated_releases_let_a_full_opcache_restart_by_itself() {
         (LIBS + 1) as u64,
         "{report:#}"
     );
+    // v1's memory is wasted now; the first compile that finds no room makes OPcache restart
+    // by itself: a page below, or already one of cutover's own scripts during the deploy
+    // (which one comes first depends on a few hundred bytes of this 16 MiB cache).
     let before = stack.probe("v3");
     assert!(
-        before.wasted > 0 && before.oom_restarts == 0,
-        "v1's memory is wasted, nothing restarted yet: {before:?}"
+        (before.wasted > 0 && before.oom_restarts == 0) || before.oom_restarts == 1,
+        "v1's memory is wasted, or OPcache restarted once because of it: {before:?}\n{report:#}"
     );
     for _ in 0..4 {
         stack.page();

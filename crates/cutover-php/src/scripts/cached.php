@@ -45,4 +45,5 @@ echo json_encode([
     'manual_restarts' => (int) ($stats['manual_restarts'] ?? 0),
     'start_time' => (int) ($stats['start_time'] ?? 0),
     'last_restart_time' => (int) ($stats['last_restart_time'] ?? 0),
+    'validate_timestamps' => (bool) ini_get('opcache.validate_timestamps'),
 ]);

@@ -13,6 +13,8 @@ use crate::settings;
 
 /// Entries of the current release looked at for its PHP files, at most.
 const RELEASE_SCAN_LIMIT: usize = 500_000;
+/// Entries of shared/ looked at for PHP written since the last switch.
+const SHARED_SCAN_LIMIT: usize = 50_000;
 
 pub fn doctor(args: &DoctorArgs, global: &GlobalArgs, printer: Printer) -> Result<()> {
     let config = settings::load_config(global)?;
@@ -101,7 +103,12 @@ pub fn doctor(args: &DoctorArgs, global: &GlobalArgs, printer: Printer) -> Resul
 
     if let Some(deploy) = &deploy_path {
         facts.release = cutover_doctor::release_code(&deploy.join("current"), RELEASE_SCAN_LIMIT);
-        facts.shared = cutover_doctor::release_code(&deploy.join("shared"), RELEASE_SCAN_LIMIT);
+        // Only where the rule can fire: shared/ often holds millions of uploads.
+        let since = std::fs::symlink_metadata(deploy.join("current")).and_then(|m| m.modified());
+        if let (Some(_), Ok(since)) = (&facts.pool, since) {
+            let shared = deploy.join(cutover_core::layout::SHARED);
+            facts.shared = cutover_doctor::shared_php(&shared, since, SHARED_SCAN_LIMIT);
+        }
     }
     let php_cli = cutover_doctor::php_cli("php");
 
