@@ -249,13 +249,14 @@ impl RefreshSpec {
     }
 
     /// Whether the pool's OPcache keeps what it holds across the switch (so its room is
-    /// checked, and `prewarm` is worth it): no step empties it or may (a command).
+    /// checked, and `prewarm` is worth it): no step empties it or may (a command, unless
+    /// `prewarm` is asked for too: then the command is taken to leave OPcache alone, as
+    /// the README says, rather than to silently turn pre-warming off).
     pub fn keeps_opcache(&self) -> bool {
-        self.pool.is_some()
-            && !self
-                .strategies
-                .iter()
-                .any(|s| empties_opcache(*s) || *s == RefreshStrategy::Command)
+        let may_empty = |s: RefreshStrategy| {
+            empties_opcache(s) || (s == RefreshStrategy::Command && !self.prewarms())
+        };
+        self.pool.is_some() && !self.strategies.iter().any(|s| may_empty(*s))
     }
 
     pub fn prewarms(&self) -> bool {
@@ -320,6 +321,28 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// A command may reset OPcache, so alone it turns the room check off; beside prewarm it
+    /// is taken to leave OPcache alone (it used to turn pre-warming off without a word).
+    #[test]
+    fn a_command_turns_the_room_check_off_unless_prewarm_is_asked_for() {
+        let php = PhpSettings {
+            fpm: Some("unix:/run/php/php8.2-fpm.sock".into()),
+            fpm_chroot: None,
+        };
+        let spec = |strategy: Vec<RefreshStrategy>| {
+            let refresh = RefreshSettings {
+                strategy,
+                command: Some("php artisan cache:clear".into()),
+                ..RefreshSettings::default()
+            };
+            RefreshSpec::from_settings(&php, &refresh, &HealthSettings::default()).unwrap()
+        };
+        use RefreshStrategy::{Command, None as Keep, Prewarm};
+        assert!(spec(vec![Keep]).keeps_opcache());
+        assert!(!spec(vec![Command]).keeps_opcache());
+        assert!(spec(vec![Prewarm, Command]).keeps_opcache());
     }
 
     #[test]
