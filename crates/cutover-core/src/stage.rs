@@ -342,14 +342,15 @@ mod tests {
         std::fs::write(path, text).unwrap();
     }
 
+    /// A source, a previous release and the next one, under `dir`.
+    fn src_prev_next(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        (dir.join("src"), dir.join("prev"), dir.join("next"))
+    }
+
     #[test]
     fn links_unchanged_files_and_copies_changed_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let (src, prev, next) = (
-            dir.path().join("src"),
-            dir.path().join("prev"),
-            dir.path().join("next"),
-        );
+        let (src, prev, next) = src_prev_next(dir.path());
         write(&src.join("a.php"), "a");
         write(&src.join("lib/b.php"), "b");
         std::fs::set_permissions(src.join("a.php"), Permissions::from_mode(0o750)).unwrap();
@@ -406,11 +407,7 @@ mod tests {
     #[test]
     fn same_bytes_with_a_new_mtime_is_linked_and_a_new_mode_is_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let (src, prev, next) = (
-            dir.path().join("src"),
-            dir.path().join("prev"),
-            dir.path().join("next"),
-        );
+        let (src, prev, next) = src_prev_next(dir.path());
         write(&src.join("same.php"), "same");
         write(&src.join("exec.sh"), "run");
         std::fs::create_dir(&prev).unwrap();
@@ -460,11 +457,7 @@ mod tests {
     #[test]
     fn deep_locked_and_linked_directories_are_built_and_linked_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (src, prev, next) = (
-            dir.path().join("src"),
-            dir.path().join("prev"),
-            dir.path().join("next"),
-        );
+        let (src, prev, next) = src_prev_next(dir.path());
         let deep: PathBuf = (0..40).map(|i| format!("d{i}")).collect();
         write(&src.join(&deep).join("leaf.php"), "leaf");
         write(&src.join("locked/inner/f.php"), "f");

@@ -83,11 +83,15 @@ impl Webhook {
             at: at.clone(),
             why: format!("the notice is not JSON: {e}"),
         })?;
+        let tls = tls::connector().map_err(|why| NotifyError::Unreachable {
+            at: at.clone(),
+            why,
+        })?;
         let agent = ureq::AgentBuilder::new()
             .timeout(self.timeout)
             .redirects(0)
             .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
-            .tls_connector(tls::connector())
+            .tls_connector(tls)
             .build();
         let answer = agent
             .request_url("POST", &self.url)

@@ -9,23 +9,27 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
-/// The connector for `AgentBuilder::tls_connector`, built once per process.
-pub fn connector() -> Arc<Connector> {
-    static CONNECTOR: OnceLock<Arc<Connector>> = OnceLock::new();
-    Arc::clone(CONNECTOR.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        // The provider named, not the process default: nothing else here installs one.
-        let config = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::ring::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Arc::new(Connector(Arc::new(config)))
-    }))
+/// The connector for `AgentBuilder::tls_connector`, built once per process; why not, when
+/// rustls refuses the configuration (it should not: the provider and versions are fixed),
+/// so that a webhook fails as a webhook does instead of the process panicking.
+pub fn connector() -> Result<Arc<Connector>, String> {
+    static CONNECTOR: OnceLock<Result<Arc<Connector>, String>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            // The provider named, not the process default: nothing else here installs one.
+            let config = rustls::ClientConfig::builder_with_provider(
+                rustls::crypto::ring::default_provider().into(),
+            )
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS cannot be set up: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Ok(Arc::new(Connector(Arc::new(config))))
+        })
+        .clone()
 }
 
 pub struct Connector(Arc<rustls::ClientConfig>);

@@ -57,9 +57,9 @@ pub struct CachedTree {
 impl CachedTree {
     /// The scripts by their first directory (a release, when listed under `releases/`),
     /// with paths relative to it; scripts straight in the listed directory are left out.
-    pub fn by_dir(scripts: Vec<CachedScript>) -> BTreeMap<String, Vec<CachedScript>> {
+    pub fn by_dir(self) -> BTreeMap<String, Vec<CachedScript>> {
         let mut dirs: BTreeMap<String, Vec<CachedScript>> = BTreeMap::new();
-        for script in scripts {
+        for script in self.scripts {
             let Some((dir, path)) = script.path.split_once('/') else {
                 continue;
             };
@@ -215,7 +215,7 @@ impl Pool {
     }
 
     /// OPcache's counters alone: a twentieth of the cost of listing 3,000 scripts
-    /// (measured in php-cli: `opcache_get_status` 1.2 ms without scripts, 18 ms with).
+    /// (`scripts/bench-opcache-status`: 0.95 ms against 21.5 ms for 3,400 scripts).
     pub fn cache_counters(&self) -> Result<CacheCounters> {
         let body = self.with_script("cached", CACHED_SCRIPT, |pool, script| {
             pool.call(script, |r| r.param("CUTOVER_COUNTERS", "1"))

@@ -285,7 +285,7 @@ fn cache_counters_change_with_every_compile_invalidation_and_restart() {
     let listed = pool.cached_under(&releases).unwrap();
     let paths: Vec<&str> = listed.scripts.iter().map(|s| s.path.as_str()).collect();
     assert_eq!(paths, ["v1/index.php"]);
-    let dirs = cutover_php::CachedTree::by_dir(listed.scripts.clone());
+    let dirs = listed.clone().by_dir();
     let tally = cutover_php::ReleaseCache::tally(&dirs);
     assert_eq!(tally.len(), 1);
     assert_eq!((tally[0].release.as_str(), tally[0].scripts), ("v1", 1));

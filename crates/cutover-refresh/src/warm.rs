@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cutover_config::OpcacheRoom;
 use cutover_core::{DeployPath, ReleaseId};
-use cutover_php::{CachedScript, CachedTree, CompileBudget, CompileOutcome, Pool, ReleaseCache};
+use cutover_php::{CacheCounters, CachedScript, CompileBudget, CompileOutcome, Pool, ReleaseCache};
 use serde::{Deserialize, Serialize};
 
 use crate::RefreshError;
@@ -98,18 +98,18 @@ pub struct CacheContents {
 /// [`crate::Refresher`] from one switch to the next.
 pub(crate) struct ByRelease {
     dir: PathBuf,
-    tree: CachedTree,
+    /// OPcache's counters when it was listed.
+    counters: CacheCounters,
     releases: BTreeMap<String, Vec<CachedScript>>,
 }
 
 impl ByRelease {
     fn ask(pool: &Pool, releases_dir: &Path) -> Result<ByRelease, RefreshError> {
-        let mut tree = pool.cached_under(releases_dir)?;
-        let releases = CachedTree::by_dir(std::mem::take(&mut tree.scripts));
+        let tree = pool.cached_under(releases_dir)?;
         Ok(ByRelease {
             dir: releases_dir.to_path_buf(),
-            tree,
-            releases,
+            counters: tree.counters,
+            releases: tree.by_dir(),
         })
     }
 
@@ -120,10 +120,9 @@ impl ByRelease {
         releases_dir: &Path,
         known: Option<ByRelease>,
     ) -> Result<(ByRelease, bool), RefreshError> {
-        let reusable =
-            |k: &ByRelease| k.dir == releases_dir && !k.tree.counters.validate_timestamps;
+        let reusable = |k: &ByRelease| k.dir == releases_dir && !k.counters.validate_timestamps;
         if let Some(known) = known.filter(reusable) {
-            if pool.cache_counters()? == known.tree.counters {
+            if pool.cache_counters()? == known.counters {
                 return Ok((known, false));
             }
         }
@@ -139,11 +138,11 @@ impl ByRelease {
     fn contents(&self) -> CacheContents {
         CacheContents {
             releases: ReleaseCache::tally(&self.releases),
-            used_memory: self.tree.counters.used_memory,
-            free_memory: self.tree.counters.free_memory,
-            wasted_memory: self.tree.counters.wasted_memory,
-            cached_scripts: self.tree.counters.cached_scripts,
-            cache_full: self.tree.counters.cache_full,
+            used_memory: self.counters.used_memory,
+            free_memory: self.counters.free_memory,
+            wasted_memory: self.counters.wasted_memory,
+            cached_scripts: self.counters.cached_scripts,
+            cache_full: self.counters.cache_full,
         }
     }
 }
@@ -168,7 +167,7 @@ pub fn cached_releases(
         return Ok(Vec::new());
     }
     let tree = pool.cached_under(&real_releases_dir(deploy)?)?;
-    Ok(ReleaseCache::tally(&CachedTree::by_dir(tree.scripts)))
+    Ok(ReleaseCache::tally(&tree.by_dir()))
 }
 
 /// How a host checks and warms before a switch.
@@ -197,7 +196,7 @@ pub(crate) fn before_switch(
     };
     let (cached, listed) = ByRelease::now(pool, &releases_dir, known.take())?;
     report.listed = listed;
-    let counters = cached.tree.counters;
+    let counters = cached.counters;
 
     // Out of service since an earlier switch, so no request is still running their code;
     // an invalidated script's memory is wasted until OPcache restarts, but it no longer
@@ -310,7 +309,8 @@ pub(crate) fn before_switch(
                     "{what}: OPcache is reset after the switch (opcache_room = \"reset\"), so the new release starts cold"
                 ));
             }
-            OpcacheRoom::Warn | OpcacheRoom::Restart if after_restart => report.warnings.push(format!(
+            // `restart` is refused without prewarm, so with `after_restart` it restarted above.
+            OpcacheRoom::Warn if after_restart => report.warnings.push(format!(
                 "{what}: OPcache will restart by itself once full (cold, at a moment nobody chose, likely after the switch); with prewarm, opcache_room = \"restart\" restarts it before the switch and re-warms{}",
                 if plan.prewarm { "; pre-warming what fits" } else { "" }
             )),

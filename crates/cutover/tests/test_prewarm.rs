@@ -638,7 +638,7 @@ fn invalidated_releases_let_a_full_opcache_restart_by_itself() {
     );
     // v1's memory is wasted now; the first compile that finds no room makes OPcache restart
     // by itself: a page below, or already one of cutover's own scripts during the deploy
-    // (which one comes first depends on a few hundred bytes of this 16 MiB cache).
+    // (which comes first is that close: one more line in cutover's cached.php moved it).
     let before = stack.probe("v3");
     assert!(
         (before.wasted > 0 && before.oom_restarts == 0) || before.oom_restarts == 1,
